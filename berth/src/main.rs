@@ -1,0 +1,47 @@
+//! The `berth` command: argument parsing and wiring only. The logic lives in the library crates.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Berth: a container platform that packs batch and service containers onto EC2 capacity",
+    long_about = "Berth packs batch and service containers onto EC2 capacity. One pure decision core \
+                  (placement, optimisation, lifecycle) is driven by a deterministic simulator for \
+                  what-if studies and by a runtime in production.",
+    after_help = "Examples:\n  berth trace stats ../shared/traces/metacentrum-alea/wagap-2013.swf\n  \
+                  berth solve frag --trace ../shared/traces/alibaba-cluster-trace-gpu-v2023 --seeds 10 --out frag.csv"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Import and inspect workload traces.
+    #[command(subcommand)]
+    Trace(cmd::trace::TraceCmd),
+    /// Run the solver offline: fragmentation experiment, placement, bounds.
+    #[command(subcommand)]
+    Solve(cmd::solve::SolveCmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Trace(c) => cmd::trace::run(c),
+        Command::Solve(c) => cmd::solve::run(c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,696 @@
+//! The event loop: a priority queue of simulated events keyed by (time_ms, sequence), a
+//! controller driven by them, and the simulated world answering the controller's commands
+//! (container launch latency, task durations from the workload, instance provisioning delays,
+//! and the scenario's faults). One seed reproduces a run bit for bit; the event-log hash
+//! ([`crate::report::SimReport::event_log_hash`]) is the FNV-1a hash of every (time, event kind,
+//! ids) delivered to the controller.
+
+use crate::metrics::Metrics;
+use crate::report::SimReport;
+use crate::scenario::Scenario;
+use crate::workload::{prepare, SimJob};
+use crate::{Progress, SimError};
+use berth_solver::catalog::Catalog;
+use berth_solver::controller::{
+    CapacityType, Command, Controller, ControllerConfig, Event, InstanceId, LaunchErrorKind,
+    RequestId,
+};
+use berth_solver::frag::TaskTypes;
+use berth_solver::place::ScorerKind;
+use berth_solver::{JobId, NodeId, NodeSpec, Resources, TaskId};
+use berth_traces::TraceOutcome;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Exp, LogNormal};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+/// Spot instances get this much notice before they are reclaimed.
+pub const SPOT_NOTICE_MS: u64 = 120_000;
+
+const MS_PER_HOUR: f64 = 3_600_000.0;
+
+/// What happens at a point of simulated time.
+#[derive(Clone, Debug)]
+enum SimEvent {
+    /// Deliver an event to the controller.
+    Deliver(Box<Event>),
+    /// Job `index` of the prepared list arrives.
+    Arrival(usize),
+    /// Take a metrics sample.
+    Sample,
+    /// Fault: lose node (sim id).
+    NodeLoss(NodeId),
+    /// Fault: spot interruption notice for node (sim id).
+    SpotNotice(NodeId),
+    /// A provisioned instance becomes a node.
+    InstanceUp(String),
+}
+
+struct Queued {
+    at_ms: u64,
+    seq: u64,
+    event: SimEvent,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at_ms, self.seq) == (o.at_ms, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at_ms, self.seq).cmp(&(o.at_ms, o.seq))
+    }
+}
+
+/// A simulated node (static or an instance's).
+#[derive(Clone, Debug)]
+pub(crate) struct SimNode {
+    pub spec: NodeSpec,
+    pub instance: Option<String>,
+    pub alive: bool,
+}
+
+/// A simulated cloud instance.
+#[derive(Clone, Debug)]
+pub(crate) struct SimInstance {
+    pub pool: String,
+    pub instance_type: String,
+    pub zone: String,
+    pub spot: bool,
+    pub node: Option<NodeId>,
+    /// Billed from launch to termination.
+    pub launched_ms: u64,
+    pub gone_ms: Option<u64>,
+    pub price_micro_usd_per_hour: u64,
+}
+
+/// A task the world is running.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SimTask {
+    pub resources: Resources,
+    pub gpu_milli: u64,
+}
+
+/// FNV-1a, 64 bit.
+#[derive(Clone, Copy, Debug)]
+pub struct Fnv64(pub u64);
+
+impl Default for Fnv64 {
+    fn default() -> Self {
+        Fnv64(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv64 {
+    pub fn bytes(&mut self, b: &[u8]) {
+        for &x in b {
+            self.0 ^= u64::from(x);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    pub fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_le_bytes());
+    }
+}
+
+/// The primary id of an event, for the event-log hash.
+fn event_id(e: &Event) -> u64 {
+    let mut h = Fnv64::default();
+    match e {
+        Event::JobSubmitted { job, .. }
+        | Event::JobScaled { job, .. }
+        | Event::JobKilled { job } => h.u64(job.0),
+        Event::TaskKillRequested { task }
+        | Event::TaskStarting { task }
+        | Event::TaskStarted { task }
+        | Event::TaskLaunchFailed { task, .. } => h.u64(task.0),
+        Event::TaskExited {
+            task, exit_code, ..
+        } => {
+            h.u64(task.0);
+            h.u64(*exit_code as u64);
+        }
+        Event::NodeReady { node, .. } => h.u64(u64::from(node.id.0)),
+        Event::NodeLost { node } => h.u64(u64::from(node.0)),
+        Event::InstanceLaunched { request, instance } => {
+            h.u64(request.0);
+            h.bytes(instance.0.as_bytes());
+        }
+        Event::InstanceLaunchFailed { request, count, .. } => {
+            h.u64(request.0);
+            h.u64(u64::from(*count));
+        }
+        Event::InstanceInterrupted { instance, .. } | Event::InstanceTerminated { instance } => {
+            h.bytes(instance.0.as_bytes())
+        }
+        Event::ReconcileTasks { node, running } => {
+            h.u64(u64::from(node.0));
+            h.u64(running.len() as u64);
+        }
+        Event::ReconcileInstances { instances } => h.u64(instances.len() as u64),
+        Event::Tick => {}
+    }
+    h.0
+}
+
+/// The engine's state for one run.
+pub(crate) struct Engine<'a> {
+    pub s: &'a Scenario,
+    pub ctrl: Controller,
+    pub rng: ChaCha8Rng,
+    heap: BinaryHeap<Reverse<Queued>>,
+    seq: u64,
+    pub now_ms: u64,
+    pub jobs: Vec<SimJob>,
+    /// By job id (dense: `jobs[i].id == JobId(i)` after preparation renumbering).
+    job_index: HashMap<JobId, usize>,
+    service_end_set: Vec<bool>,
+    pub nodes: Vec<SimNode>,
+    pub instances: HashMap<String, SimInstance>,
+    /// Instances in creation order (for deterministic iteration).
+    pub instance_order: Vec<String>,
+    pub tasks: HashMap<TaskId, SimTask>,
+    next_instance: u64,
+    last_wake_ms: Option<u64>,
+    pub hash: Fnv64,
+    pub events: u64,
+    pub metrics: Metrics,
+    catalog: &'a Catalog,
+}
+
+impl<'a> Engine<'a> {
+    fn push(&mut self, at_ms: u64, event: SimEvent) {
+        self.seq += 1;
+        self.heap.push(Reverse(Queued {
+            at_ms,
+            seq: self.seq,
+            event,
+        }));
+    }
+
+    fn deliver_at(&mut self, at_ms: u64, e: Event) {
+        self.push(at_ms, SimEvent::Deliver(Box::new(e)));
+    }
+
+    fn log_normal(&mut self, d: crate::scenario::LogNormalMs) -> u64 {
+        if d.sigma <= 0.0 {
+            return d.median_ms;
+        }
+        let ln = LogNormal::new((d.median_ms.max(1) as f64).ln(), d.sigma).expect("sigma checked");
+        ln.sample(&mut self.rng).round().max(0.0) as u64
+    }
+
+    fn exp_ms(&mut self, rate_per_hour: f64) -> Option<u64> {
+        if rate_per_hour <= 0.0 {
+            return None;
+        }
+        let e = Exp::new(rate_per_hour).expect("positive rate");
+        let hours: f64 = e.sample(&mut self.rng);
+        Some((hours * MS_PER_HOUR) as u64)
+    }
+
+    /// A node joined the simulated world: schedule its faults.
+    fn node_joined(&mut self, id: NodeId, spot: bool) {
+        let horizon = self.s.horizon_ms;
+        if let Some(d) = self.exp_ms(self.s.faults.node_loss_per_node_hour) {
+            if self.now_ms + d < horizon {
+                self.push(self.now_ms + d, SimEvent::NodeLoss(id));
+            }
+        }
+        if spot {
+            if let Some(d) = self.exp_ms(self.s.faults.spot_interruption_per_node_hour) {
+                if self.now_ms + d < horizon {
+                    self.push(self.now_ms + d, SimEvent::SpotNotice(id));
+                }
+            }
+        }
+    }
+
+    /// Delivers one event to the controller and carries out its commands.
+    fn step(&mut self, e: Event) {
+        self.events += 1;
+        self.hash.u64(self.now_ms);
+        self.hash.bytes(e.kind().as_bytes());
+        self.hash.u64(event_id(&e));
+        let cmds = self.ctrl.step(self.now_ms, e);
+        for c in cmds {
+            self.command(c);
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        let now = self.now_ms;
+        match c {
+            Command::LaunchTask {
+                task,
+                job,
+                node: _,
+                resources,
+                gpus,
+            } => {
+                let gpu_milli = gpus.iter().map(|g| u64::from(g.milli)).sum();
+                self.tasks.insert(
+                    task,
+                    SimTask {
+                        resources,
+                        gpu_milli,
+                    },
+                );
+                let latency = self.log_normal(self.s.timing.container_launch);
+                let fails = self.s.faults.launch_failure_probability > 0.0
+                    && self
+                        .rng
+                        .random_bool(self.s.faults.launch_failure_probability);
+                if fails {
+                    self.metrics.faults.container_launch_failures += 1;
+                    self.deliver_at(
+                        now + latency,
+                        Event::TaskLaunchFailed {
+                            task,
+                            message: "injected".into(),
+                        },
+                    );
+                    return;
+                }
+                let start = now + latency;
+                self.deliver_at(start, Event::TaskStarted { task });
+                let j = &self.jobs[self.job_index[&job]];
+                let duration = if j.is_service() {
+                    None
+                } else {
+                    j.duration_ms.or(self.s.timing.batch_duration_default_ms)
+                };
+                let failed = j.outcome == TraceOutcome::Failed;
+                let crash = self.exp_ms(self.s.faults.container_crash_per_task_hour);
+                match (duration, crash) {
+                    (_, Some(c))
+                        if duration.is_none_or(|d| c < d) && start + c < self.s.horizon_ms =>
+                    {
+                        self.metrics.faults.container_crashes += 1;
+                        self.deliver_at(
+                            start + c,
+                            Event::TaskExited {
+                                task,
+                                exit_code: 1,
+                                oom: false,
+                            },
+                        );
+                    }
+                    (Some(d), _) => {
+                        let code = if failed { 1 } else { 0 };
+                        self.deliver_at(
+                            start + d,
+                            Event::TaskExited {
+                                task,
+                                exit_code: code,
+                                oom: false,
+                            },
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            Command::KillTask { task, grace_ms, .. } => {
+                if self.tasks.contains_key(&task) {
+                    let after = self.s.timing.kill_latency_ms.min(grace_ms);
+                    self.deliver_at(
+                        now + after,
+                        Event::TaskExited {
+                            task,
+                            exit_code: 143,
+                            oom: false,
+                        },
+                    );
+                }
+            }
+            Command::ProvisionInstances {
+                request,
+                pool,
+                instance_type,
+                zone,
+                count,
+            } => {
+                self.provision(request, pool, instance_type, zone, count);
+            }
+            Command::TerminateInstance { instance, .. } => {
+                if let Some(i) = self.instances.get_mut(&instance.0) {
+                    if i.gone_ms.is_none() {
+                        i.gone_ms = Some(now);
+                        if let Some(n) = i.node {
+                            self.nodes[n.0 as usize].alive = false;
+                        }
+                    }
+                }
+                let at = now + self.s.timing.api_latency_ms;
+                self.deliver_at(at, Event::InstanceTerminated { instance });
+            }
+            Command::RecordTask(r) => {
+                if r.state == berth_solver::TaskState::Started {
+                    if let Some(&ji) = self.job_index.get(&r.job) {
+                        let j = &self.jobs[ji];
+                        if j.is_service() && !self.service_end_set[ji] {
+                            self.service_end_set[ji] = true;
+                            if let Some(d) = j.duration_ms {
+                                let job = j.id;
+                                self.deliver_at(now + d, Event::JobKilled { job });
+                            }
+                        }
+                    }
+                }
+                if r.state == berth_solver::TaskState::Finished {
+                    let t = self.tasks.remove(&r.task);
+                    self.metrics
+                        .task_finished(now, &r, t.as_ref(), &self.jobs, &self.job_index);
+                } else {
+                    let t = self.tasks.get(&r.task).copied();
+                    self.metrics
+                        .task_record(now, &r, t.as_ref(), &self.jobs, &self.job_index);
+                }
+            }
+            Command::RecordJob { job, state, .. } => self.metrics.job_record(now, job, state),
+            Command::RecordUnplaced { .. } => self.metrics.unplaced_reports += 1,
+            Command::WakeAt { at_ms } => {
+                if self.last_wake_ms != Some(at_ms) {
+                    self.last_wake_ms = Some(at_ms);
+                    self.deliver_at(at_ms, Event::Tick);
+                }
+            }
+        }
+    }
+
+    fn provision(
+        &mut self,
+        request: RequestId,
+        pool: String,
+        instance_type: String,
+        zone: String,
+        count: u32,
+    ) {
+        let now = self.now_ms;
+        let api = self.s.timing.api_latency_ms;
+        self.metrics.instances_requested += u64::from(count);
+        let ice = self.s.faults.insufficient_capacity.iter().any(|o| {
+            o.instance_type == instance_type
+                && o.zone == zone
+                && (o.from_ms..o.to_ms).contains(&now)
+        });
+        if ice {
+            self.metrics.faults.insufficient_capacity += u64::from(count);
+            self.deliver_at(
+                now + api,
+                Event::InstanceLaunchFailed {
+                    request,
+                    count,
+                    error: LaunchErrorKind::InsufficientCapacity,
+                    message: format!("no capacity for {instance_type} in {zone}"),
+                },
+            );
+            return;
+        }
+        let spot = self
+            .s
+            .cluster
+            .pools
+            .iter()
+            .any(|p| p.name == pool && p.capacity_type == CapacityType::Spot);
+        let price = self
+            .catalog
+            .get(&instance_type)
+            .map_or(0, |t| t.price_per_hour_micro_usd);
+        for _ in 0..count {
+            let p = self.s.faults.instance_launch_failure_probability;
+            if p > 0.0 && self.rng.random_bool(p) {
+                self.metrics.faults.instance_launch_failures += 1;
+                self.deliver_at(
+                    now + api,
+                    Event::InstanceLaunchFailed {
+                        request,
+                        count: 1,
+                        error: LaunchErrorKind::Other,
+                        message: "injected".into(),
+                    },
+                );
+                continue;
+            }
+            self.next_instance += 1;
+            let name = format!("sim-i-{}", self.next_instance);
+            self.instances.insert(
+                name.clone(),
+                SimInstance {
+                    pool: pool.clone(),
+                    instance_type: instance_type.clone(),
+                    zone: zone.clone(),
+                    spot,
+                    node: None,
+                    launched_ms: now + api,
+                    gone_ms: None,
+                    price_micro_usd_per_hour: price,
+                },
+            );
+            self.instance_order.push(name.clone());
+            self.deliver_at(
+                now + api,
+                Event::InstanceLaunched {
+                    request,
+                    instance: InstanceId(name.clone()),
+                },
+            );
+            let delay = match self.s.timing.provisioning_by_type.get(&instance_type) {
+                Some(d) => self.log_normal(*d),
+                None => self.log_normal(self.s.timing.provisioning),
+            };
+            self.push(now + api.max(delay), SimEvent::InstanceUp(name));
+        }
+    }
+
+    fn instance_up(&mut self, name: String) {
+        let Some(i) = self.instances.get(&name) else {
+            return;
+        };
+        if i.gone_ms.is_some() {
+            return;
+        }
+        let Some(t) = self.catalog.get(&i.instance_type) else {
+            return;
+        };
+        let id = NodeId(self.nodes.len() as u32);
+        let spec = t.node_spec(id, name.clone(), &i.zone, &i.pool);
+        let spot = i.spot;
+        self.nodes.push(SimNode {
+            spec: spec.clone(),
+            instance: Some(name.clone()),
+            alive: true,
+        });
+        self.instances.get_mut(&name).expect("exists").node = Some(id);
+        self.node_joined(id, spot);
+        self.step(Event::NodeReady {
+            node: spec,
+            instance: Some(InstanceId(name)),
+        });
+    }
+
+    fn node_loss(&mut self, id: NodeId) {
+        let n = &mut self.nodes[id.0 as usize];
+        if !n.alive {
+            return;
+        }
+        n.alive = false;
+        self.metrics.faults.nodes_lost += 1;
+        if let Some(i) = n.instance.clone() {
+            if let Some(inst) = self.instances.get_mut(&i) {
+                inst.gone_ms = Some(self.now_ms);
+            }
+        }
+        self.step(Event::NodeLost { node: id });
+    }
+
+    fn spot_notice(&mut self, id: NodeId) {
+        let n = &self.nodes[id.0 as usize];
+        if !n.alive {
+            return;
+        }
+        let Some(i) = n.instance.clone() else { return };
+        self.metrics.faults.spot_interruptions += 1;
+        let at = self.now_ms + SPOT_NOTICE_MS;
+        self.push(at, SimEvent::NodeLoss(id));
+        self.step(Event::InstanceInterrupted {
+            instance: InstanceId(i),
+            terminate_at_ms: at,
+        });
+    }
+}
+
+/// The FGD typical task types of a workload (every instance counted), when the policy uses FGD.
+fn typical_types(
+    s: &Scenario,
+    policy: &berth_solver::Policy,
+    jobs: &[SimJob],
+) -> Option<TaskTypes> {
+    let _ = s;
+    if policy.weight_of(ScorerKind::Fgd) <= 0.0 {
+        return None;
+    }
+    let shapes = jobs.iter().flat_map(|j| {
+        let n = match &j.spec.kind {
+            berth_solver::JobKind::Batch(b) => b.size,
+            berth_solver::JobKind::Service(sv) => sv.desired,
+        };
+        std::iter::repeat_n(&j.spec.task, n as usize)
+    });
+    Some(TaskTypes::from_shapes(
+        shapes,
+        policy.typical_coverage,
+        policy.typical_key,
+    ))
+}
+
+/// Runs a scenario. Writes `series.csv`, `nodes.csv`, `tasks.csv` and `report.json` to `out_dir`
+/// when given.
+pub fn run(
+    s: &Scenario,
+    out_dir: Option<&Path>,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<SimReport, SimError> {
+    let prepared = prepare(s)?;
+    let catalog = Catalog::ec2();
+    let policy = s.policy.placement_policy()?;
+    let cfg = ControllerConfig {
+        typical_types: typical_types(s, &policy, &prepared.jobs),
+        policy,
+        queue: s.policy.queue,
+        pools: s.cluster.pools.clone(),
+        timeouts: s.policy.timeouts,
+        autoscale: s.policy.autoscale,
+        schedule_interval_ms: s.policy.schedule_interval_ms,
+        lookahead_jobs_max: s
+            .policy
+            .lookahead_jobs_max
+            .unwrap_or(ControllerConfig::default().lookahead_jobs_max),
+        ..ControllerConfig::default()
+    };
+    let ctrl = Controller::new(cfg, catalog, &prepared.cluster, s.seed)?;
+    let tasks_out = match out_dir {
+        Some(d) if s.metrics.per_task => {
+            std::fs::create_dir_all(d).map_err(|e| SimError::io(d, e))?;
+            let p = d.join("tasks.csv");
+            let f = std::fs::File::create(&p).map_err(|e| SimError::io(&p, e))?;
+            let mut w: Box<dyn Write> = Box::new(std::io::BufWriter::with_capacity(1 << 20, f));
+            w.write_all(crate::metrics::TASKS_CSV_HEADER.as_bytes())
+                .map_err(|e| SimError::io(&p, e))?;
+            Some(w)
+        }
+        _ => None,
+    };
+    let job_index: HashMap<JobId, usize> = prepared
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| (j.id, i))
+        .collect();
+    let n_jobs = prepared.jobs.len();
+    let interval = if s.metrics.interval_ms > 0 {
+        s.metrics.interval_ms
+    } else {
+        (s.horizon_ms / u64::from(s.metrics.samples_max)).max(1)
+    };
+    let mut e = Engine {
+        s,
+        ctrl,
+        rng: ChaCha8Rng::seed_from_u64(s.seed),
+        heap: BinaryHeap::new(),
+        seq: 0,
+        now_ms: 0,
+        jobs: prepared.jobs,
+        job_index,
+        service_end_set: vec![false; n_jobs],
+        nodes: Vec::new(),
+        instances: HashMap::new(),
+        instance_order: Vec::new(),
+        tasks: HashMap::new(),
+        next_instance: 0,
+        last_wake_ms: None,
+        hash: Fnv64::default(),
+        events: 0,
+        metrics: Metrics::new(tasks_out, interval),
+        catalog,
+    };
+    // Static nodes.
+    for n in &prepared.cluster.nodes {
+        e.nodes.push(SimNode {
+            spec: n.clone(),
+            instance: None,
+            alive: true,
+        });
+    }
+    for i in 0..e.nodes.len() {
+        e.node_joined(NodeId(i as u32), false);
+    }
+    for f in s.faults.node_loss_at.clone() {
+        if (f.node as usize) < e.nodes.len() {
+            e.push(f.at_ms, SimEvent::NodeLoss(NodeId(f.node)));
+        }
+    }
+    for i in 0..n_jobs {
+        let at = e.jobs[i].submit_ms;
+        if at < s.horizon_ms {
+            e.push(at, SimEvent::Arrival(i));
+        }
+    }
+    e.push(0, SimEvent::Sample);
+    e.step(Event::Tick);
+    let progress_every = 1u64 << 16;
+    while let Some(Reverse(q)) = e.heap.pop() {
+        if q.at_ms > s.horizon_ms {
+            break;
+        }
+        e.now_ms = q.at_ms;
+        match q.event {
+            SimEvent::Deliver(ev) => e.step(*ev),
+            SimEvent::Arrival(i) => {
+                let j = &e.jobs[i];
+                let ev = Event::JobSubmitted {
+                    job: j.id,
+                    spec: j.spec.clone(),
+                    requested_runtime_ms: j.requested_ms,
+                };
+                e.step(ev);
+            }
+            SimEvent::Sample => {
+                crate::metrics::sample(&mut e);
+                let next = e.now_ms + interval;
+                if next <= s.horizon_ms {
+                    e.push(next, SimEvent::Sample);
+                }
+            }
+            SimEvent::NodeLoss(id) => e.node_loss(id),
+            SimEvent::SpotNotice(id) => e.spot_notice(id),
+            SimEvent::InstanceUp(name) => e.instance_up(name),
+        }
+        if e.events.is_multiple_of(progress_every) {
+            progress(&Progress {
+                now_ms: e.now_ms,
+                horizon_ms: s.horizon_ms,
+                events: e.events,
+                pending_tasks: e.ctrl.stats().pending_tasks,
+            });
+        }
+    }
+    let end_ms = s.horizon_ms;
+    e.now_ms = end_ms;
+    crate::metrics::sample(&mut e);
+    let report = crate::metrics::finish(&mut e, &prepared.source)?;
+    if let Some(d) = out_dir {
+        crate::report::write_outputs(d, &report, &e.metrics)?;
+    }
+    Ok(report)
+}

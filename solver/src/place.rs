@@ -1,0 +1,1163 @@
+//! Placement: which node (and which GPU devices) each task gets.
+//!
+//! The whole pipeline is [`Placer::decide`], one function, in order:
+//! filters (with reasons) -> scores -> normalise (each scorer to 0..=100) -> weighted sum ->
+//! select (ties: lowest node id, or a seeded pick).
+//!
+//! [`place`] / [`Placer::place`] place a batch: each task sees the tasks placed before it in the
+//! same batch (the view is updated as the batch goes), gangs are all-or-nothing. The view passed
+//! in is left holding the plan's assignments (Kubernetes' "assume"): a controller keeping a
+//! long-lived [`ClusterView`] releases an assignment whose launch fails. To plan without
+//! committing, place on a clone.
+
+use crate::frag::{FragModel, ModelMask, TaskTypes, TypeKey, TYPICAL_COVERAGE_DEFAULT};
+use crate::ids::{JobId, NodeId};
+use crate::job::{Constraint, Tier};
+use crate::plan::{Assignment, FilterReason, GpuSlice, Plan, ReasonCounts, TaskRequest, Unplaced};
+use crate::resources::{GpuDemand, Resources, GPU_MILLI_PER_DEVICE};
+use crate::spec::{parse, SpecError, SpecFormat};
+use crate::view::{whole_devices, ClusterView, NO_MODEL};
+use rand::Rng;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One scoring function. Each gives every feasible node a score in 0..=100, higher is better.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScorerKind {
+    /// Lowest node index first: `100 * (1 - index / nodes)`.
+    FirstFit,
+    /// Least leftover after placing, on every dimension the task asks for (CPU, memory, disk,
+    /// network, GPU), each normalised by the largest node's capacity:
+    /// `100 * (1 - mean(leftover_d / capacity_max_d))`.
+    BestFit,
+    /// Most leftover (spread): `100 * mean(leftover_d / capacity_max_d)`.
+    WorstFit,
+    /// Tetris' alignment of the request with the node's free vector, both normalised by the
+    /// node's capacity: `100 * sum(r_d * f_d) / sum(r_d)`.
+    DotProduct,
+    /// Prefer partially used GPUs, then partially used nodes, then idle nodes (the FGD paper's
+    /// "GpuPacking" baseline): shared device 50..=100, idle device on a used node 33..=50, idle
+    /// node 0..=33.
+    GpuPacking,
+    /// Prefer nodes already hosting tasks of the same GPU request type (the paper's
+    /// "GpuClustering"): only that type 75..=100, that type among others 50..=75, idle node
+    /// 25..=50, other types 0..=25; within a band, fuller nodes first.
+    GpuClustering,
+    /// Uniform in 0..100 from the seeded RNG.
+    Random,
+    /// Fragmentation gradient descent: `100 * sigmoid(-delta / 1000)` where `delta` is the growth
+    /// of the node's fragmentation (milli-GPU) against the typical task types.
+    Fgd,
+    /// The job's soft constraints: the mean over them of 100 when satisfied, graded otherwise
+    /// (zone balance: by the zone's task count; unique host: `100 / (1 + tasks here)`;
+    /// attributes: 0 or 100). 100 when the job has none.
+    SoftConstraints,
+}
+
+impl ScorerKind {
+    pub const ALL: [ScorerKind; 9] = [
+        ScorerKind::FirstFit,
+        ScorerKind::BestFit,
+        ScorerKind::WorstFit,
+        ScorerKind::DotProduct,
+        ScorerKind::GpuPacking,
+        ScorerKind::GpuClustering,
+        ScorerKind::Random,
+        ScorerKind::Fgd,
+        ScorerKind::SoftConstraints,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            ScorerKind::FirstFit => "first_fit",
+            ScorerKind::BestFit => "best_fit",
+            ScorerKind::WorstFit => "worst_fit",
+            ScorerKind::DotProduct => "dot_product",
+            ScorerKind::GpuPacking => "gpu_packing",
+            ScorerKind::GpuClustering => "gpu_clustering",
+            ScorerKind::Random => "random",
+            ScorerKind::Fgd => "fgd",
+            ScorerKind::SoftConstraints => "soft_constraints",
+        }
+    }
+}
+
+/// A scorer with its weight. In TOML: `{ scorer = "fgd", weight = 1.0 }`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedScorer {
+    pub scorer: ScorerKind,
+    #[serde(default = "one")]
+    pub weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// How equal best scores are decided.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TieBreak {
+    /// The lowest node id wins.
+    #[default]
+    LowestNode,
+    /// A uniform pick among the tied nodes, from the seeded RNG (like Kubernetes'
+    /// `selectHost`).
+    Random,
+}
+
+/// A placement policy. In TOML:
+///
+/// ```toml
+/// name = "fgd"
+/// scorers = [{ scorer = "fgd", weight = 1.0 }, { scorer = "soft_constraints", weight = 0.1 }]
+/// tie_break = "lowest_node"
+/// seed = 42
+/// [tier_pools]
+/// critical = ["reserved"]   # critical tasks only on nodes of pool "reserved"; absent/empty = any
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default)]
+    pub name: String,
+    pub scorers: Vec<WeightedScorer>,
+    /// Pools each tier may use; a tier absent or mapped to an empty list may use any pool.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tier_pools: BTreeMap<Tier, Vec<String>>,
+    /// The seed drivers create the placement RNG from ([`Policy::rng`]).
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub tie_break: TieBreak,
+    /// Share of tasks the typical task types cover (FGD), 0 < coverage <= 1.
+    #[serde(default = "default_coverage")]
+    pub typical_coverage: f64,
+    /// How task shapes group into typical types (FGD).
+    #[serde(default)]
+    pub typical_key: TypeKey,
+}
+
+fn default_coverage() -> f64 {
+    TYPICAL_COVERAGE_DEFAULT
+}
+
+/// A policy is unusable.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum PlaceError {
+    #[error("scorers[{index}].weight: {weight} is not a finite number >= 0")]
+    BadWeight { index: usize, weight: f64 },
+    #[error("scorers: no scorer with a positive weight")]
+    NoScorers,
+    #[error("typical_coverage: {0} is not in (0, 1]")]
+    BadCoverage(f64),
+    #[error("unknown policy preset {0:?} (known: {known})", known = Policy::PRESETS.join(", "))]
+    UnknownPreset(String),
+    #[error("{0}")]
+    Spec(#[from] SpecError),
+}
+
+impl Policy {
+    /// Names accepted by [`Policy::preset`].
+    pub const PRESETS: [&'static str; 10] = [
+        "first_fit",
+        "best_fit",
+        "worst_fit",
+        "dot_product",
+        "gpu_packing",
+        "gpu_clustering",
+        "random",
+        "fgd",
+        "fgd_packing",
+        "berth",
+    ];
+
+    /// A policy of one scorer (plus soft constraints at a small weight).
+    pub fn single(scorer: ScorerKind) -> Policy {
+        Policy {
+            name: scorer.name().to_string(),
+            scorers: vec![
+                WeightedScorer {
+                    scorer,
+                    weight: 1.0,
+                },
+                WeightedScorer {
+                    scorer: ScorerKind::SoftConstraints,
+                    weight: 0.01,
+                },
+            ],
+            tier_pools: BTreeMap::new(),
+            seed: 0,
+            tie_break: TieBreak::LowestNode,
+            typical_coverage: TYPICAL_COVERAGE_DEFAULT,
+            typical_key: TypeKey::default(),
+        }
+    }
+
+    /// A named policy: one of the scorers alone, or
+    /// - `fgd_packing`: FGD, with GPU packing and best fit as small-weight tie-breakers;
+    /// - `berth`: Berth's default (see [`Policy::berth`]).
+    pub fn preset(name: &str) -> Result<Policy, PlaceError> {
+        let single = |k| Ok(Policy::single(k));
+        match name {
+            "first_fit" => single(ScorerKind::FirstFit),
+            "best_fit" => single(ScorerKind::BestFit),
+            "worst_fit" => single(ScorerKind::WorstFit),
+            "dot_product" => single(ScorerKind::DotProduct),
+            "gpu_packing" => single(ScorerKind::GpuPacking),
+            "gpu_clustering" => single(ScorerKind::GpuClustering),
+            "random" => single(ScorerKind::Random),
+            "fgd" => single(ScorerKind::Fgd),
+            "fgd_packing" => {
+                let mut p = Policy::single(ScorerKind::Fgd);
+                p.name = name.to_string();
+                p.scorers.push(WeightedScorer {
+                    scorer: ScorerKind::GpuPacking,
+                    weight: 0.01,
+                });
+                p.scorers.push(WeightedScorer {
+                    scorer: ScorerKind::BestFit,
+                    weight: 0.001,
+                });
+                Ok(p)
+            }
+            "berth" => Ok(Policy::berth()),
+            other => Err(PlaceError::UnknownPreset(other.to_string())),
+        }
+    }
+
+    /// Berth's default policy.
+    pub fn berth() -> Policy {
+        let mut p = Policy::preset("fgd_packing").expect("known preset");
+        p.name = "berth".to_string();
+        p
+    }
+
+    /// Parses a policy from TOML (field-path errors) and validates it.
+    pub fn from_toml(text: &str) -> Result<Policy, PlaceError> {
+        let p: Policy = parse(text, SpecFormat::Toml)?;
+        p.validate()?;
+        Ok(p)
+    }
+
+    pub fn validate(&self) -> Result<(), PlaceError> {
+        for (index, s) in self.scorers.iter().enumerate() {
+            if !(s.weight.is_finite() && s.weight >= 0.0) {
+                return Err(PlaceError::BadWeight {
+                    index,
+                    weight: s.weight,
+                });
+            }
+        }
+        if !self.scorers.iter().any(|s| s.weight > 0.0) {
+            return Err(PlaceError::NoScorers);
+        }
+        if !(self.typical_coverage > 0.0 && self.typical_coverage <= 1.0) {
+            return Err(PlaceError::BadCoverage(self.typical_coverage));
+        }
+        Ok(())
+    }
+
+    /// The placement RNG drivers should use: `ChaCha8Rng::seed_from_u64(seed)`.
+    pub fn rng(&self) -> ChaCha8Rng {
+        ChaCha8Rng::seed_from_u64(self.seed)
+    }
+
+    pub fn weight_of(&self, kind: ScorerKind) -> f64 {
+        self.scorers
+            .iter()
+            .filter(|s| s.scorer == kind)
+            .map(|s| s.weight)
+            .sum()
+    }
+}
+
+/// Places a batch with `policy` (typical task types for FGD taken from the batch itself) and
+/// leaves the view holding the result. See [`Placer::place`].
+pub fn place<R: Rng + ?Sized>(
+    view: &mut ClusterView,
+    tasks: &[TaskRequest],
+    policy: &Policy,
+    rng: &mut R,
+) -> Result<Plan, PlaceError> {
+    let mut placer = Placer::new(policy.clone())?;
+    if policy.weight_of(ScorerKind::Fgd) > 0.0 {
+        placer.set_typical_types(TaskTypes::from_shapes(
+            tasks.iter().map(|t| &t.shape),
+            policy.typical_coverage,
+            policy.typical_key,
+        ));
+    }
+    Ok(placer.place(view, tasks, rng))
+}
+
+/// The per-request facts the filters and scorers need, computed once per decision.
+struct Request<'a> {
+    req: &'a TaskRequest,
+    resources: Resources,
+    gpu: GpuDemand,
+    model_mask: ModelMask,
+    exclusive: bool,
+    unique_host: bool,
+    /// Zones the hard zone balance allows (empty = no zone balance).
+    zone_ok: Vec<bool>,
+    /// Soft zone-balance score per zone (empty = none).
+    zone_soft: Vec<f64>,
+    soft_unique_host: bool,
+    soft_attributes: Vec<&'a Constraint>,
+    soft_count: u32,
+    hard_attributes: Vec<&'a Constraint>,
+    /// The tier, when its pools are restricted (see `Placer::pools`).
+    pool_tier: Option<Tier>,
+    /// Whether the job's per-node task counts are needed (scratch filled).
+    needs_job_counts: bool,
+    /// The request's shape id in the FGD cache (what fragmentation depends on: CPU, memory
+    /// when the typical types check it, GPU demand).
+    shape_id: u32,
+}
+
+/// What the FGD result of a node depends on, besides the node's state.
+type ShapeKey = (u64, u64, u8, u16);
+
+/// One cached FGD result: valid while the node's version and the shape id match.
+#[derive(Clone, Copy, Debug)]
+struct FragSlot {
+    version: u64,
+    shape_id: u32,
+    device: u8,
+    delta: f64,
+}
+
+const FRAG_SLOT_EMPTY: FragSlot = FragSlot {
+    version: 0,
+    shape_id: u32::MAX,
+    device: 0,
+    delta: 0.0,
+};
+
+/// FGD cache slots per node (direct-mapped by shape id).
+const FRAG_SLOTS_PER_NODE: usize = 32;
+
+/// Distinct shapes interned before the FGD cache starts over.
+const FRAG_SHAPES_MAX: usize = 1 << 16;
+
+/// A scored feasible node.
+#[derive(Clone, Copy, Debug)]
+struct Candidate {
+    node: u32,
+    /// Device for a fractional share (`u8::MAX` otherwise).
+    device: u8,
+    score: f64,
+}
+
+/// Counts of refusals per reason during one decision (the attribute reasons carry a key).
+#[derive(Default)]
+struct Refusals {
+    counts: BTreeMap<FilterReason, u32>,
+}
+
+impl Refusals {
+    fn add(&mut self, r: FilterReason) {
+        *self.counts.entry(r).or_insert(0) += 1;
+    }
+    fn into_counts(self) -> ReasonCounts {
+        ReasonCounts(self.counts)
+    }
+}
+
+/// A placement engine: a policy, the typical task types FGD measures against, and caches that
+/// stay valid across decisions (keyed by node version, so they can never go stale).
+#[derive(Clone, Debug)]
+pub struct Placer {
+    policy: Policy,
+    weights: [f64; 9],
+    /// Eligible pools per tier (index `Tier as usize`), empty = any.
+    pools: [Vec<String>; 2],
+    types: TaskTypes,
+    frag: FragModel,
+    /// The model list the frag model was compiled against.
+    frag_models: Vec<crate::resources::GpuModel>,
+    /// Shape ids for the FGD cache.
+    frag_shapes: BTreeMap<ShapeKey, u32>,
+    /// Per node: (version, fragmentation now).
+    frag_now: Vec<(u64, f64)>,
+    /// `FRAG_SLOTS_PER_NODE` slots per node.
+    frag_slots: Vec<FragSlot>,
+    /// The job's task count per node, filled for one decision.
+    job_on_node: Vec<u32>,
+    job_on_node_touched: Vec<u32>,
+}
+
+impl Placer {
+    /// A placer for a validated policy. FGD needs typical task types
+    /// ([`Placer::set_typical_types`]); without them it scores every node alike.
+    pub fn new(policy: Policy) -> Result<Placer, PlaceError> {
+        policy.validate()?;
+        let mut weights = [0.0; 9];
+        for (i, k) in ScorerKind::ALL.iter().enumerate() {
+            weights[i] = policy.weight_of(*k);
+        }
+        let pools = [Tier::Critical, Tier::Flex]
+            .map(|t| policy.tier_pools.get(&t).cloned().unwrap_or_default());
+        Ok(Placer {
+            policy,
+            weights,
+            pools,
+            types: TaskTypes::default(),
+            frag: FragModel::default(),
+            frag_models: Vec::new(),
+            frag_shapes: BTreeMap::new(),
+            frag_now: Vec::new(),
+            frag_slots: Vec::new(),
+            job_on_node: Vec::new(),
+            job_on_node_touched: Vec::new(),
+        })
+    }
+
+    /// Sets the task-type distribution FGD measures fragmentation against.
+    pub fn set_typical_types(&mut self, types: TaskTypes) {
+        self.types = types;
+        self.frag_models.clear();
+        self.frag = FragModel::default();
+        self.clear_frag_cache();
+    }
+
+    pub fn with_typical_types(mut self, types: TaskTypes) -> Self {
+        self.set_typical_types(types);
+        self
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn typical_types(&self) -> &TaskTypes {
+        &self.types
+    }
+
+    fn weight(&self, k: ScorerKind) -> f64 {
+        self.weights[k as usize]
+    }
+
+    /// Places a batch in order; each task sees the ones placed before it. A gang job's tasks
+    /// in the batch are placed together when the first of them comes up, or none is. The view
+    /// is left holding the plan's assignments.
+    pub fn place<R: Rng + ?Sized>(
+        &mut self,
+        view: &mut ClusterView,
+        tasks: &[TaskRequest],
+        rng: &mut R,
+    ) -> Plan {
+        let mut plan = Plan::default();
+        let mut gangs_done: BTreeSet<JobId> = BTreeSet::new();
+        for (i, t) in tasks.iter().enumerate() {
+            if !t.gang {
+                match self.place_one(view, t, rng) {
+                    Ok(a) => {
+                        view.apply(&a);
+                        plan.assignments.push(a);
+                    }
+                    Err(u) => plan.unplaced.push(u),
+                }
+                continue;
+            }
+            if !gangs_done.insert(t.job) {
+                continue;
+            }
+            let members: Vec<&TaskRequest> = tasks[i..]
+                .iter()
+                .filter(|m| m.gang && m.job == t.job)
+                .collect();
+            let mut placed: Vec<Assignment> = Vec::new();
+            let mut failed: Option<Unplaced> = None;
+            for m in &members {
+                match self.place_one(view, m, rng) {
+                    Ok(a) => {
+                        view.apply(&a);
+                        placed.push(a);
+                    }
+                    Err(u) => {
+                        failed = Some(u);
+                        break;
+                    }
+                }
+            }
+            let Some(failed) = failed else {
+                plan.assignments.extend(placed);
+                continue;
+            };
+            // Roll back in reverse order; every member is unplaced: the one that failed with its
+            // own reasons, the others (placed then rolled back, or never tried) with
+            // `GangUnplaceable`.
+            for a in placed.iter().rev() {
+                view.release(a)
+                    .expect("rolling back an assignment just applied");
+            }
+            for m in members {
+                if m.task == failed.task {
+                    plan.unplaced.push(failed.clone());
+                } else {
+                    let mut reasons = ReasonCounts::new();
+                    reasons.add(FilterReason::GangUnplaceable, 1);
+                    plan.unplaced.push(Unplaced {
+                        task: m.task,
+                        job: m.job,
+                        reasons,
+                    });
+                }
+            }
+        }
+        plan
+    }
+
+    /// Decides one task against the view without changing it: the assignment to apply, or why
+    /// no node can take it.
+    pub fn place_one<R: Rng + ?Sized>(
+        &mut self,
+        view: &ClusterView,
+        task: &TaskRequest,
+        rng: &mut R,
+    ) -> Result<Assignment, Unplaced> {
+        self.decide(view, task, rng).map_err(|reasons| Unplaced {
+            task: task.task,
+            job: task.job,
+            reasons,
+        })
+    }
+
+    fn clear_frag_cache(&mut self) {
+        self.frag_shapes.clear();
+        self.frag_now.clear();
+        self.frag_slots.clear();
+    }
+
+    /// The FGD cache's id of a request shape.
+    fn shape_id(&mut self, task: &TaskRequest) -> u32 {
+        let r = &task.shape.resources;
+        let mem = if self.frag.uses_memory() {
+            r.mem_mib
+        } else {
+            0
+        };
+        let (kind, val) = match task.shape.gpu {
+            GpuDemand::None => (0, 0),
+            GpuDemand::Milli(m) => (1, m),
+            GpuDemand::Whole(k) => (2, k as u16),
+        };
+        let key = (r.cpu_milli, mem, kind, val);
+        if let Some(&id) = self.frag_shapes.get(&key) {
+            return id;
+        }
+        if self.frag_shapes.len() >= FRAG_SHAPES_MAX {
+            // Start over: ids are reused, so every slot must go.
+            let nodes = self.frag_now.len();
+            self.clear_frag_cache();
+            self.frag_now.resize(nodes, (0, 0.0));
+            self.frag_slots
+                .resize(nodes * FRAG_SLOTS_PER_NODE, FRAG_SLOT_EMPTY);
+        }
+        let id = self.frag_shapes.len() as u32;
+        self.frag_shapes.insert(key, id);
+        id
+    }
+
+    /// Prepares caches for `view` (model list, node count).
+    fn sync_view(&mut self, view: &ClusterView) {
+        if self.frag_models.as_slice() != view.models()
+            || (self.frag.is_empty() && !self.types.is_empty())
+        {
+            self.frag_models = view.models().to_vec();
+            self.frag = FragModel::compile(&self.types, view.models());
+            self.clear_frag_cache();
+        }
+        if self.frag_now.len() < view.len() {
+            self.frag_now.resize(view.len(), (0, 0.0));
+            self.frag_slots
+                .resize(view.len() * FRAG_SLOTS_PER_NODE, FRAG_SLOT_EMPTY);
+        }
+        if self.job_on_node.len() < view.len() {
+            self.job_on_node.resize(view.len(), 0);
+        }
+    }
+
+    /// The placement pipeline for one task, in order:
+    ///
+    /// 1. **Filters**, per node, first refusal counted: schedulable, tier pool, hard attribute
+    ///    constraints, exclusive host, unique host, zone balance, CPU, memory, disk, network,
+    ///    GPU model, GPU devices (k wholly free devices, or one device with the share free).
+    /// 2. **Device choice** on a feasible node: whole devices take the lowest-index free ones;
+    ///    a share takes the device that grows fragmentation least (when FGD is in the policy)
+    ///    or the best-fitting device (least free that fits; lowest index on ties).
+    /// 3. **Scores**: each scorer with a non-zero weight, each already normalised to 0..=100
+    ///    (see [`ScorerKind`] for each formula).
+    /// 4. **Weighted sum**.
+    /// 5. **Select** the highest sum; ties go to the lowest node id, or a seeded uniform pick.
+    fn decide<R: Rng + ?Sized>(
+        &mut self,
+        view: &ClusterView,
+        task: &TaskRequest,
+        rng: &mut R,
+    ) -> Result<Assignment, ReasonCounts> {
+        if view.is_empty() {
+            let mut r = ReasonCounts::new();
+            r.add(FilterReason::NoNodes, 1);
+            return Err(r);
+        }
+        self.sync_view(view);
+        let mut request = self.request(view, task);
+        if self.weight(ScorerKind::Fgd) > 0.0 {
+            request.shape_id = self.shape_id(task);
+        }
+        if request.needs_job_counts {
+            if let Some(jp) = view.job(task.job) {
+                for (&n, &c) in &jp.per_node {
+                    self.job_on_node[n.0 as usize] = c;
+                    self.job_on_node_touched.push(n.0);
+                }
+            }
+        }
+        let mut refusals = Refusals::default();
+        let mut best: Option<Candidate> = None;
+        let mut ties = 0u32;
+        let tie_random = self.policy.tie_break == TieBreak::Random;
+        let nodes = view.len();
+        for n in 0..nodes {
+            let node = NodeId(n as u32);
+            // 1. Filters.
+            let device = match self.filter(view, node, &request) {
+                Ok(d) => d,
+                Err(r) => {
+                    refusals.add(r);
+                    continue;
+                }
+            };
+            // 2-4. Device choice, scores, weighted sum.
+            let (device, score) = self.score(view, node, &request, device, rng);
+            // 5. Select.
+            let cand = Candidate {
+                node: n as u32,
+                device,
+                score,
+            };
+            match &best {
+                None => {
+                    best = Some(cand);
+                    ties = 1;
+                }
+                Some(b) => {
+                    let tol = 1e-9 * b.score.abs().max(1.0);
+                    if score > b.score + tol {
+                        best = Some(cand);
+                        ties = 1;
+                    } else if score >= b.score - tol {
+                        ties += 1;
+                        if tie_random && rng.random_range(0..ties) == 0 {
+                            best = Some(cand);
+                        }
+                    }
+                }
+            }
+        }
+        for n in self.job_on_node_touched.drain(..) {
+            self.job_on_node[n as usize] = 0;
+        }
+        let Some(best) = best else {
+            return Err(refusals.into_counts());
+        };
+        let node = NodeId(best.node);
+        let gpus = match request.gpu {
+            GpuDemand::None => Vec::new(),
+            GpuDemand::Whole(k) => {
+                whole_devices(view.gpu_free(node), k).expect("filtered: devices free")
+            }
+            GpuDemand::Milli(m) => vec![GpuSlice {
+                device: best.device,
+                milli: m,
+            }],
+        };
+        Ok(Assignment {
+            task: task.task,
+            job: task.job,
+            node,
+            resources: request.resources,
+            gpus,
+            exclusive: request.exclusive,
+        })
+    }
+
+    fn request<'a>(&self, view: &ClusterView, task: &'a TaskRequest) -> Request<'a> {
+        let c = &task.constraints;
+        let mut exclusive = false;
+        let mut unique_host = false;
+        let mut skew_hard: Option<u32> = None;
+        let mut hard_attributes = Vec::new();
+        for k in &c.hard {
+            match k {
+                Constraint::ExclusiveHost => exclusive = true,
+                Constraint::UniqueHost => unique_host = true,
+                Constraint::ZoneBalance { max_skew } => {
+                    skew_hard = Some(skew_hard.map_or(*max_skew, |s| s.min(*max_skew)))
+                }
+                Constraint::AttributeEquals { .. } | Constraint::AttributeIn { .. } => {
+                    hard_attributes.push(k)
+                }
+            }
+        }
+        let mut soft_unique_host = false;
+        let mut skew_soft: Option<u32> = None;
+        let mut soft_attributes = Vec::new();
+        for k in &c.soft {
+            match k {
+                Constraint::UniqueHost => soft_unique_host = true,
+                Constraint::ZoneBalance { max_skew } => {
+                    skew_soft = Some(skew_soft.map_or(*max_skew, |s| s.min(*max_skew)))
+                }
+                Constraint::AttributeEquals { .. } | Constraint::AttributeIn { .. } => {
+                    soft_attributes.push(k)
+                }
+                // A soft exclusive host has no graded meaning; it is ignored.
+                Constraint::ExclusiveHost => {}
+            }
+        }
+        let zones = view.zones().len();
+        let per_zone: Vec<u32> = view
+            .job(task.job)
+            .map_or_else(|| vec![0; zones], |jp| jp.per_zone.clone());
+        let zone_ok = match skew_hard {
+            None => Vec::new(),
+            Some(s) => (0..zones).map(|z| skew_after(&per_zone, z) <= s).collect(),
+        };
+        let zone_soft = match skew_soft {
+            None => Vec::new(),
+            Some(_) => {
+                let lo = per_zone.iter().copied().min().unwrap_or(0);
+                let hi = per_zone.iter().copied().max().unwrap_or(0);
+                per_zone
+                    .iter()
+                    .map(|&c| 100.0 * (1.0 - (c - lo) as f64 / (hi - lo + 1) as f64))
+                    .collect()
+            }
+        };
+        let soft_count = c
+            .soft
+            .iter()
+            .filter(|k| !matches!(k, Constraint::ExclusiveHost))
+            .count() as u32;
+        let pool_tier = (!self.pools[task.tier as usize].is_empty()).then_some(task.tier);
+        let model_mask = if task.shape.gpu.is_none() {
+            ModelMask::ALL
+        } else {
+            ModelMask::of(&task.shape.gpu_models, view.models())
+        };
+        let resources = task.shape.resources;
+        Request {
+            req: task,
+            resources,
+            gpu: task.shape.gpu,
+            model_mask,
+            exclusive,
+            unique_host,
+            zone_ok,
+            zone_soft,
+            soft_unique_host,
+            soft_attributes,
+            soft_count,
+            hard_attributes,
+            pool_tier,
+            needs_job_counts: exclusive || unique_host || soft_unique_host,
+            shape_id: u32::MAX,
+        }
+    }
+
+    /// Step 1: the first filter that refuses `node`, or the fractional device candidate
+    /// (best fit; `u8::MAX` when not a share).
+    fn filter(
+        &self,
+        view: &ClusterView,
+        node: NodeId,
+        r: &Request<'_>,
+    ) -> Result<u8, FilterReason> {
+        let n = node.0 as usize;
+        if !view.is_schedulable(node) {
+            return Err(FilterReason::NodeUnschedulable);
+        }
+        if let Some(tier) = r.pool_tier {
+            if !self.pools[tier as usize]
+                .iter()
+                .any(|p| *p == view.node(node).attributes.pool)
+            {
+                return Err(FilterReason::TierPoolIneligible);
+            }
+        }
+        for c in &r.hard_attributes {
+            if let Some(key) = attribute_mismatch(view, node, c) {
+                return Err(FilterReason::AttributeMismatch {
+                    key: key.to_string(),
+                });
+            }
+        }
+        match view.exclusive_holder(node) {
+            Some(j) if j != r.req.job => return Err(FilterReason::ExclusiveHost),
+            _ => {}
+        }
+        if r.exclusive && view.task_count(node) > self.job_on_node[n] {
+            return Err(FilterReason::ExclusiveHost);
+        }
+        if r.unique_host && self.job_on_node[n] > 0 {
+            return Err(FilterReason::UniqueHost);
+        }
+        if !r.zone_ok.is_empty() && !r.zone_ok[view.zone_of(node)] {
+            return Err(FilterReason::ZoneBalance);
+        }
+        if let Some(d) = r.resources.first_short_dimension(&view.free(node)) {
+            return Err(FilterReason::for_dimension(d));
+        }
+        match r.gpu {
+            GpuDemand::None => Ok(u8::MAX),
+            GpuDemand::Whole(k) => {
+                let model = view.model_of(node);
+                if model == NO_MODEL || !r.model_mask.contains(model) {
+                    return Err(FilterReason::GpuModelMismatch);
+                }
+                let free = view
+                    .gpu_free(node)
+                    .iter()
+                    .filter(|&&f| f as u32 == GPU_MILLI_PER_DEVICE)
+                    .count();
+                if free < k as usize {
+                    return Err(FilterReason::InsufficientGpu);
+                }
+                Ok(u8::MAX)
+            }
+            GpuDemand::Milli(m) => {
+                let model = view.model_of(node);
+                if model == NO_MODEL || !r.model_mask.contains(model) {
+                    return Err(FilterReason::GpuModelMismatch);
+                }
+                best_fit_device(view.gpu_free(node), m).ok_or(FilterReason::NoGpuDeviceWithShare)
+            }
+        }
+    }
+
+    /// Steps 2-4: device choice, normalised scores, weighted sum.
+    fn score<R: Rng + ?Sized>(
+        &mut self,
+        view: &ClusterView,
+        node: NodeId,
+        r: &Request<'_>,
+        device: u8,
+        rng: &mut R,
+    ) -> (u8, f64) {
+        let mut device = device;
+        let mut total = 0.0;
+        let w_fgd = self.weight(ScorerKind::Fgd);
+        if w_fgd > 0.0 {
+            let (d, delta) = self.fgd(view, node, r);
+            if matches!(r.gpu, GpuDemand::Milli(_)) {
+                device = d;
+            }
+            total += w_fgd * 100.0 * sigmoid(-delta / 1000.0);
+        }
+        let gpu_free = view.gpu_free(node);
+        let free = view.free(node);
+        let spec = view.node(node);
+        // GPU milli the placement takes, and the node's free GPU after it.
+        let gpu_take = r.gpu.total_milli() as u64;
+        let gpu_free_total: u64 = gpu_free.iter().map(|&f| f as u64).sum();
+        let w = self.weight(ScorerKind::FirstFit);
+        if w > 0.0 {
+            total += w * 100.0 * (1.0 - node.0 as f64 / view.len() as f64);
+        }
+        let w_bf = self.weight(ScorerKind::BestFit);
+        let w_wf = self.weight(ScorerKind::WorstFit);
+        if w_bf > 0.0 || w_wf > 0.0 {
+            let cap_max = view.capacity_max().as_array();
+            let (req, fr) = (r.resources.as_array(), free.as_array());
+            let mut sum = 0.0;
+            let mut dims = 0u32;
+            for d in 0..4 {
+                if req[d] > 0 && cap_max[d] > 0 {
+                    sum += (fr[d] - req[d]) as f64 / cap_max[d] as f64;
+                    dims += 1;
+                }
+            }
+            if gpu_take > 0 {
+                let gmax = view.gpu_count_max() as f64 * GPU_MILLI_PER_DEVICE as f64;
+                sum += (gpu_free_total - gpu_take) as f64 / gmax;
+                dims += 1;
+            }
+            let leftover = if dims == 0 { 0.0 } else { sum / dims as f64 };
+            total += w_bf * 100.0 * (1.0 - leftover) + w_wf * 100.0 * leftover;
+        }
+        let w = self.weight(ScorerKind::DotProduct);
+        if w > 0.0 {
+            let (req, fr, cap) = (
+                r.resources.as_array(),
+                free.as_array(),
+                spec.capacity.as_array(),
+            );
+            let (mut dot, mut norm) = (0.0, 0.0);
+            for d in 0..4 {
+                if req[d] > 0 && cap[d] > 0 {
+                    let rd = req[d] as f64 / cap[d] as f64;
+                    dot += rd * fr[d] as f64 / cap[d] as f64;
+                    norm += rd;
+                }
+            }
+            if gpu_take > 0 {
+                let cap_g = gpu_free.len() as f64 * GPU_MILLI_PER_DEVICE as f64;
+                let rd = gpu_take as f64 / cap_g;
+                dot += rd * gpu_free_total as f64 / cap_g;
+                norm += rd;
+            }
+            total += w * if norm > 0.0 { 100.0 * dot / norm } else { 0.0 };
+        }
+        let w = self.weight(ScorerKind::GpuPacking);
+        if w > 0.0 {
+            total += w * gpu_packing(gpu_free, r.gpu, device);
+        }
+        let w = self.weight(ScorerKind::GpuClustering);
+        if w > 0.0 {
+            total += w * gpu_clustering(view, node, r.gpu, gpu_free_total);
+        }
+        let w = self.weight(ScorerKind::Random);
+        if w > 0.0 {
+            total += w * 100.0 * rng.random::<f64>();
+        }
+        let w = self.weight(ScorerKind::SoftConstraints);
+        if w > 0.0 {
+            total += w * self.soft_score(view, node, r);
+        }
+        (device, total)
+    }
+
+    fn soft_score(&self, view: &ClusterView, node: NodeId, r: &Request<'_>) -> f64 {
+        if r.soft_count == 0 {
+            return 100.0;
+        }
+        let mut sum = 0.0;
+        if !r.zone_soft.is_empty() {
+            sum += r.zone_soft[view.zone_of(node)];
+        }
+        if r.soft_unique_host {
+            sum += 100.0 / (1.0 + self.job_on_node[node.0 as usize] as f64);
+        }
+        for c in &r.soft_attributes {
+            if attribute_mismatch(view, node, c).is_none() {
+                sum += 100.0;
+            }
+        }
+        sum / r.soft_count as f64
+    }
+
+    /// FGD: (device for a share, fragmentation growth in milli-GPU) on `node`, cached per node
+    /// version and request shape.
+    fn fgd(&mut self, view: &ClusterView, node: NodeId, r: &Request<'_>) -> (u8, f64) {
+        let n = node.0 as usize;
+        let version = view.node_version(node);
+        let slot_index = n * FRAG_SLOTS_PER_NODE + r.shape_id as usize % FRAG_SLOTS_PER_NODE;
+        let slot = self.frag_slots[slot_index];
+        if slot.version == version && slot.shape_id == r.shape_id {
+            return (slot.device, slot.delta);
+        }
+        let model = view.model_of(node);
+        let free = view.free(node);
+        let gpu_free = view.gpu_free(node);
+        let now = match self.frag_now[n] {
+            (v, f) if v == version => f,
+            _ => {
+                let f = self
+                    .frag
+                    .node_frag(model, free.cpu_milli, free.mem_mib, gpu_free);
+                self.frag_now[n] = (version, f);
+                f
+            }
+        };
+        let after = free.checked_sub(&r.resources).unwrap_or(Resources::ZERO);
+        let mut scratch = [0u16; 256];
+        let devs = &mut scratch[..gpu_free.len()];
+        devs.copy_from_slice(gpu_free);
+        let (device, delta) = match r.gpu {
+            GpuDemand::None => (
+                u8::MAX,
+                self.frag
+                    .node_frag(model, after.cpu_milli, after.mem_mib, devs)
+                    - now,
+            ),
+            GpuDemand::Whole(k) => {
+                let mut left = k;
+                for f in devs.iter_mut() {
+                    if left > 0 && *f as u32 == GPU_MILLI_PER_DEVICE {
+                        *f = 0;
+                        left -= 1;
+                    }
+                }
+                (
+                    u8::MAX,
+                    self.frag
+                        .node_frag(model, after.cpu_milli, after.mem_mib, devs)
+                        - now,
+                )
+            }
+            GpuDemand::Milli(m) => {
+                // Try each distinct free value once (devices with equal free are equivalent);
+                // keep the lowest index among equals.
+                let mut best: Option<(u8, f64)> = None;
+                for i in 0..devs.len() {
+                    let f = devs[i];
+                    if f < m || devs[..i].contains(&f) {
+                        continue;
+                    }
+                    devs[i] = f - m;
+                    let d = self
+                        .frag
+                        .node_frag(model, after.cpu_milli, after.mem_mib, devs)
+                        - now;
+                    devs[i] = f;
+                    if best.is_none_or(|(_, b)| d < b) {
+                        best = Some((i as u8, d));
+                    }
+                }
+                best.unwrap_or((u8::MAX, 0.0))
+            }
+        };
+        self.frag_slots[slot_index] = FragSlot {
+            version,
+            shape_id: r.shape_id,
+            device,
+            delta,
+        };
+        (device, delta)
+    }
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// The job's zone skew (fullest minus emptiest zone) after one more task in zone `z`.
+fn skew_after(per_zone: &[u32], z: usize) -> u32 {
+    let mut lo = u32::MAX;
+    let mut hi = 0;
+    for (i, &c) in per_zone.iter().enumerate() {
+        let c = if i == z { c + 1 } else { c };
+        lo = lo.min(c);
+        hi = hi.max(c);
+    }
+    hi - lo
+}
+
+/// The key of an attribute constraint the node fails, if it fails it.
+fn attribute_mismatch<'c>(view: &ClusterView, node: NodeId, c: &'c Constraint) -> Option<&'c str> {
+    let attrs = &view.node(node).attributes;
+    match c {
+        Constraint::AttributeEquals { key, value } => {
+            (attrs.get(key) != Some(value.as_str())).then_some(key)
+        }
+        Constraint::AttributeIn { key, values } => {
+            let ok = attrs
+                .get(key)
+                .is_some_and(|v| values.iter().any(|x| x == v));
+            (!ok).then_some(key)
+        }
+        _ => None,
+    }
+}
+
+/// The device with the least free share that still fits `m` (lowest index on ties).
+fn best_fit_device(free: &[u16], m: u16) -> Option<u8> {
+    let mut best: Option<(u16, u8)> = None;
+    for (i, &f) in free.iter().enumerate() {
+        if f >= m && best.is_none_or(|(bf, _)| f < bf) {
+            best = Some((f, i as u8));
+        }
+    }
+    best.map(|(_, i)| i)
+}
+
+/// GPU packing score (0..=100): shared device 50..=100 (less left on it is better), idle device
+/// on a used node 33..=50 (fewer idle devices taken is better), idle node 0..=33 (smaller node
+/// is better). 0 for tasks without GPU.
+fn gpu_packing(free: &[u16], gpu: GpuDemand, device: u8) -> f64 {
+    let full = GPU_MILLI_PER_DEVICE as u16;
+    let devices = free.len() as f64;
+    match gpu {
+        GpuDemand::None => 0.0,
+        _ if free.iter().all(|&f| f == full) => 100.0 / 3.0 * (1.0 - devices / 257.0),
+        GpuDemand::Whole(k) => 50.0 - 17.0 * k as f64 / 256.0,
+        GpuDemand::Milli(_) => {
+            let f = free[device as usize];
+            if f == full {
+                50.0 - 17.0 / 256.0
+            } else {
+                50.0 + 50.0 * (1.0 - f as f64 / full as f64)
+            }
+        }
+    }
+}
+
+/// GPU clustering score (0..=100). 0 for tasks without GPU.
+fn gpu_clustering(view: &ClusterView, node: NodeId, gpu: GpuDemand, gpu_free_total: u64) -> f64 {
+    if gpu.is_none() {
+        return 0.0;
+    }
+    let types = view.gpu_types(node);
+    let gmax = view.gpu_count_max().max(1) as f64 * GPU_MILLI_PER_DEVICE as f64;
+    let fill = 25.0 * (gmax - gpu_free_total as f64) / gmax;
+    let same = types.iter().any(|(d, _)| *d == gpu);
+    let band = match (same, types.len()) {
+        (true, 1) => 75.0,
+        (true, _) => 50.0,
+        (false, 0) => 25.0,
+        (false, _) => 0.0,
+    };
+    band + fill
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skew_counts_the_extra_task() {
+        assert_eq!(skew_after(&[0, 0, 0], 0), 1);
+        assert_eq!(skew_after(&[1, 0, 0], 0), 2);
+        assert_eq!(skew_after(&[1, 0, 0], 1), 1);
+        assert_eq!(skew_after(&[1, 1, 0], 2), 0);
+    }
+
+    #[test]
+    fn best_fit_device_takes_least_free_that_fits() {
+        assert_eq!(best_fit_device(&[1000, 300, 600, 500], 500), Some(3));
+        assert_eq!(best_fit_device(&[1000, 300], 500), Some(0));
+        assert_eq!(best_fit_device(&[400, 300], 500), None);
+    }
+
+    #[test]
+    fn policies_parse_from_toml_with_field_paths() {
+        let p = Policy::from_toml(
+            "name = \"mine\"\nscorers = [{ scorer = \"fgd\", weight = 1.0 }, { scorer = \"best_fit\" }]\n[tier_pools]\ncritical = [\"reserved\"]\n",
+        )
+        .unwrap();
+        assert_eq!(p.weight_of(ScorerKind::BestFit), 1.0);
+        assert_eq!(p.tier_pools[&Tier::Critical], vec!["reserved".to_string()]);
+        let e = Policy::from_toml("scorers = [{ scorer = \"fgd\", wieght = 1.0 }]").unwrap_err();
+        assert!(e.to_string().contains("scorers[0]"), "{e}");
+        let e = Policy::from_toml("scorers = [{ scorer = \"fgd\", weight = -1.0 }]").unwrap_err();
+        assert_eq!(
+            e,
+            PlaceError::BadWeight {
+                index: 0,
+                weight: -1.0
+            }
+        );
+        for name in Policy::PRESETS {
+            Policy::preset(name).unwrap().validate().unwrap();
+        }
+        assert!(Policy::preset("nope").is_err());
+    }
+}

@@ -1,0 +1,991 @@
+//! The lifecycle controller, driven event by event: each test states the situation, the events,
+//! and the commands (or records) the controller must answer with.
+
+use berth_solver::catalog::Catalog;
+use berth_solver::controller::{
+    Command, Controller, ControllerConfig, Event, InstanceId, JobState, LaunchErrorKind, PoolSpec,
+    QueuePolicy, RequestId, TaskRecord, TerminateReason,
+};
+use berth_solver::{
+    BatchSpec, ClusterSpec, Constraints, JobId, JobKind, JobSpec, NodeAttributes, NodeId, NodeSpec,
+    Resources, RetryPolicy, ServiceSpec, TaskId, TaskReason, TaskShape, TaskState, Tier,
+};
+use std::collections::BTreeMap;
+
+// ----- building blocks ------------------------------------------------------------------------
+
+fn node(name: &str, cpu_milli: u64, mem_mib: u64, zone: &str, pool: &str) -> NodeSpec {
+    NodeSpec {
+        id: NodeId(0),
+        name: name.to_string(),
+        capacity: Resources::new(cpu_milli, mem_mib, 0, 0),
+        gpus: None,
+        attributes: NodeAttributes {
+            zone: zone.to_string(),
+            instance_type: String::new(),
+            pool: pool.to_string(),
+            labels: BTreeMap::new(),
+        },
+    }
+}
+
+/// `n` nodes of `cpu_milli` / 8 GiB, zones a, b, c round-robin.
+fn cluster(n: usize, cpu_milli: u64) -> ClusterSpec {
+    ClusterSpec::from_nodes((0..n).map(|i| {
+        node(
+            &format!("n{i}"),
+            cpu_milli,
+            8192,
+            ["a", "b", "c"][i % 3],
+            "",
+        )
+    }))
+}
+
+fn batch(size: u32, cpu_milli: u64) -> JobSpec {
+    JobSpec {
+        name: "job".into(),
+        owner: String::new(),
+        tier: Tier::Flex,
+        capacity_group: "default".into(),
+        kind: JobKind::Batch(BatchSpec {
+            size,
+            runtime_limit_ms: None,
+            retry: RetryPolicy::default(),
+            gang: false,
+        }),
+        task: TaskShape::new(Resources::new(cpu_milli, 512, 0, 0)),
+        constraints: Constraints::default(),
+        container: None,
+    }
+}
+
+fn with_retry(mut j: JobSpec, retry: RetryPolicy) -> JobSpec {
+    if let JobKind::Batch(b) = &mut j.kind {
+        b.retry = retry;
+    }
+    j
+}
+
+fn gang(mut j: JobSpec) -> JobSpec {
+    if let JobKind::Batch(b) = &mut j.kind {
+        b.gang = true;
+    }
+    j
+}
+
+fn service(min: u32, desired: u32, max: u32, cpu_milli: u64) -> JobSpec {
+    let mut j = batch(1, cpu_milli);
+    j.kind = JobKind::Service(ServiceSpec {
+        min,
+        desired,
+        max,
+        restart_on_failure: true,
+    });
+    j
+}
+
+fn config(queue: QueuePolicy) -> ControllerConfig {
+    ControllerConfig {
+        queue,
+        policy: berth_solver::Policy::preset("first_fit").unwrap(),
+        ..ControllerConfig::default()
+    }
+}
+
+/// A controller and the commands it gave, with helpers to read them.
+struct H {
+    c: Controller,
+    log: Vec<Command>,
+}
+
+impl H {
+    fn new(cfg: ControllerConfig, cluster: &ClusterSpec) -> H {
+        H {
+            c: Controller::new(cfg, Catalog::ec2(), cluster, 7).unwrap(),
+            log: Vec::new(),
+        }
+    }
+
+    fn step(&mut self, now_ms: u64, e: Event) -> Vec<Command> {
+        let out = self.c.step(now_ms, e);
+        self.log.extend(out.iter().cloned());
+        out
+    }
+
+    fn submit(&mut self, now_ms: u64, job: u64, spec: JobSpec) -> Vec<Command> {
+        self.step(
+            now_ms,
+            Event::JobSubmitted {
+                job: JobId(job),
+                spec,
+                requested_runtime_ms: None,
+            },
+        )
+    }
+
+    fn submit_est(&mut self, now_ms: u64, job: u64, spec: JobSpec, est_ms: u64) -> Vec<Command> {
+        self.step(
+            now_ms,
+            Event::JobSubmitted {
+                job: JobId(job),
+                spec,
+                requested_runtime_ms: Some(est_ms),
+            },
+        )
+    }
+
+    fn start(&mut self, now_ms: u64, task: TaskId) -> Vec<Command> {
+        self.step(now_ms, Event::TaskStarted { task })
+    }
+
+    fn exit(&mut self, now_ms: u64, task: TaskId, code: i32) -> Vec<Command> {
+        self.step(
+            now_ms,
+            Event::TaskExited {
+                task,
+                exit_code: code,
+                oom: false,
+            },
+        )
+    }
+}
+
+fn launches(cmds: &[Command]) -> Vec<(TaskId, JobId, NodeId)> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::LaunchTask {
+                task, job, node, ..
+            } => Some((*task, *job, *node)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn kills(cmds: &[Command]) -> Vec<(TaskId, TaskReason)> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::KillTask { task, reason, .. } => Some((*task, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn records(cmds: &[Command]) -> Vec<TaskRecord> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::RecordTask(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn finished(cmds: &[Command]) -> Vec<(TaskId, TaskReason)> {
+    records(cmds)
+        .into_iter()
+        .filter(|r| r.state == TaskState::Finished)
+        .map(|r| (r.task, r.reason.unwrap()))
+        .collect()
+}
+
+fn accepted(cmds: &[Command]) -> Vec<TaskRecord> {
+    records(cmds)
+        .into_iter()
+        .filter(|r| r.state == TaskState::Accepted)
+        .collect()
+}
+
+fn job_states(cmds: &[Command]) -> Vec<(JobId, JobState)> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::RecordJob { job, state, .. } => Some((*job, *state)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn wake(cmds: &[Command]) -> Option<u64> {
+    cmds.iter().rev().find_map(|c| match c {
+        Command::WakeAt { at_ms } => Some(*at_ms),
+        _ => None,
+    })
+}
+
+fn provisions(cmds: &[Command]) -> Vec<(RequestId, String, String, String, u32)> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::ProvisionInstances {
+                request,
+                pool,
+                instance_type,
+                zone,
+                count,
+            } => Some((
+                *request,
+                pool.clone(),
+                instance_type.clone(),
+                zone.clone(),
+                *count,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+// ----- batch jobs -------------------------------------------------------------------------------
+
+#[test]
+fn batch_job_runs_to_completion_and_frees_its_node() {
+    let mut h = H::new(config(QueuePolicy::Berth), &cluster(1, 4000));
+    let out = h.submit(0, 1, batch(2, 2000));
+    assert_eq!(accepted(&out).len(), 2);
+    let l = launches(&out);
+    assert_eq!(l.len(), 2, "both tasks fit the 4-core node");
+    assert_eq!(h.c.view().free(NodeId(0)).cpu_milli, 0);
+    for (t, _, _) in &l {
+        h.start(10, *t);
+    }
+    h.exit(100, l[0].0, 0);
+    let out = h.exit(200, l[1].0, 0);
+    assert_eq!(finished(&out), vec![(l[1].0, TaskReason::Normal)]);
+    assert_eq!(job_states(&out), vec![(JobId(1), JobState::Completed)]);
+    assert_eq!(h.c.view().free(NodeId(0)).cpu_milli, 4000);
+    assert_eq!(h.c.stats().jobs, 0);
+}
+
+#[test]
+fn a_task_waits_for_capacity_and_runs_when_it_frees() {
+    let mut h = H::new(config(QueuePolicy::Berth), &cluster(1, 2000));
+    let out = h.submit(0, 1, batch(2, 2000));
+    assert_eq!(launches(&out).len(), 1);
+    assert!(out.iter().any(|c| matches!(
+        c,
+        Command::RecordUnplaced {
+            job: JobId(1),
+            pending: 1,
+            ..
+        }
+    )));
+    let first = launches(&out)[0].0;
+    h.start(5, first);
+    let out = h.exit(50, first, 0);
+    let l = launches(&out);
+    assert_eq!(
+        l.len(),
+        1,
+        "the second task takes the freed capacity at once"
+    );
+    assert_ne!(l[0].0, first);
+}
+
+#[test]
+fn retries_follow_the_policy_and_stop_at_max_retries() {
+    let retry = RetryPolicy::Exponential {
+        initial_delay_ms: 1000,
+        max_delay_ms: 3000,
+        max_retries: 3,
+    };
+    let mut h = H::new(config(QueuePolicy::Berth), &cluster(1, 4000));
+    let out = h.submit(0, 1, with_retry(batch(1, 1000), retry));
+    let mut task = launches(&out)[0].0;
+    let mut now = 0;
+    // Failures at 100 ms after each launch; retries after 1000, 2000, then 3000 (capped) ms.
+    for expected_delay in [1000, 2000, 3000] {
+        h.start(now + 1, task);
+        now += 100;
+        let out = h.exit(now, task, 1);
+        assert_eq!(finished(&out), vec![(task, TaskReason::Failed)]);
+        assert!(launches(&out).is_empty(), "no retry before the delay");
+        assert_eq!(wake(&out), Some(now + expected_delay));
+        // One millisecond early: nothing.
+        let out = h.step(now + expected_delay - 1, Event::Tick);
+        assert!(launches(&out).is_empty());
+        now += expected_delay;
+        let out = h.step(now, Event::Tick);
+        let acc = accepted(&out);
+        assert_eq!(acc.len(), 1);
+        assert_eq!(acc[0].slot, 0);
+        let l = launches(&out);
+        assert_eq!(l.len(), 1);
+        assert_ne!(l[0].0, task, "a retry is a new task");
+        task = l[0].0;
+    }
+    h.start(now + 1, task);
+    let out = h.exit(now + 100, task, 1);
+    assert_eq!(finished(&out), vec![(task, TaskReason::Failed)]);
+    assert_eq!(job_states(&out), vec![(JobId(1), JobState::Failed)]);
+}
+
+#[test]
+fn immediate_and_delayed_retries() {
+    let mut h = H::new(config(QueuePolicy::Berth), &cluster(1, 4000));
+    let out = h.submit(
+        0,
+        1,
+        with_retry(batch(1, 1000), RetryPolicy::Immediate { max_retries: 1 }),
+    );
+    let t = launches(&out)[0].0;
+    let out = h.step(
+        10,
+        Event::TaskExited {
+            task: t,
+            exit_code: 137,
+            oom: true,
+        },
+    );
+    assert_eq!(finished(&out), vec![(t, TaskReason::OomKilled)]);
+    assert_eq!(
+        launches(&out).len(),
+        1,
+        "immediate: relaunched in the same step"
+    );
+
+    let mut h = H::new(config(QueuePolicy::Berth), &cluster(1, 4000));
+    let out = h.submit(
+        0,
+        1,
+        with_retry(
+            batch(1, 1000),
+            RetryPolicy::Delayed {
+                delay_ms: 500,
+                max_retries: 1,
+            },
+        ),
+    );
+    let t = launches(&out)[0].0;
+    let out = h.exit(10, t, 2);
+    assert_eq!(wake(&out), Some(510));
+    assert_eq!(launches(&h.step(510, Event::Tick)).len(), 1);
+}
+
+#[test]
+fn runtime_limit_kills_and_marks_the_task() {
+    let mut spec = batch(1, 1000);
+    if let JobKind::Batch(b) = &mut spec.kind {
+        b.runtime_limit_ms = Some(60_000);
+        b.retry = RetryPolicy::Immediate { max_retries: 5 };
+    }
+    let mut h = H::new(config(QueuePolicy::Berth), &cluster(1, 4000));
+    let t = launches(&h.submit(0, 1, spec))[0].0;
+    let out = h.start(1000, t);
+    assert_eq!(wake(&out), Some(61_000));
+    assert!(kills(&h.step(60_999, Event::Tick)).is_empty());
+    let out = h.step(61_000, Event::Tick);
+    assert_eq!(kills(&out), vec![(t, TaskReason::RuntimeLimitExceeded)]);
+    let out = h.exit(61_500, t, 143);
+    assert_eq!(finished(&out), vec![(t, TaskReason::RuntimeLimitExceeded)]);
+    assert!(launches(&out).is_empty(), "a runtime limit is not retried");
+    assert_eq!(job_states(&out), vec![(JobId(1), JobState::Failed)]);
+}
+
+#[test]
+fn node_loss_retries_without_using_up_retries() {
+    let mut h = H::new(config(QueuePolicy::Berth), &cluster(2, 4000));
+    let l = launches(&h.submit(0, 1, batch(1, 1000)));
+    let (t, _, n) = l[0];
+    h.start(10, t);
+    let out = h.step(20, Event::NodeLost { node: n });
+    assert_eq!(finished(&out), vec![(t, TaskReason::Lost)]);
+    let l2 = launches(&out);
+    assert_eq!(
+        l2.len(),
+        1,
+        "max_retries = 0 and still retried: losing a node is not the task's fault"
+    );
+    assert_ne!(l2[0].2, n, "not on the lost node");
+}
+
+#[test]
+fn invalid_and_duplicate_jobs_are_rejected() {
+    let mut h = H::new(config(QueuePolicy::Berth), &cluster(1, 4000));
+    let out = h.submit(0, 1, batch(0, 1000));
+    assert_eq!(job_states(&out), vec![(JobId(1), JobState::Rejected)]);
+    let msg = out.iter().find_map(|c| match c {
+        Command::RecordJob { message, .. } => message.clone(),
+        _ => None,
+    });
+    assert!(msg.unwrap().contains("batch.size"));
+    h.submit(0, 2, batch(1, 1000));
+    assert_eq!(
+        job_states(&h.submit(0, 2, batch(1, 1000))),
+        vec![(JobId(2), JobState::Rejected)]
+    );
+}
+
+#[test]
+fn job_kill_ends_pending_and_running_tasks() {
+    let mut h = H::new(config(QueuePolicy::Berth), &cluster(1, 2000));
+    let out = h.submit(0, 1, batch(3, 1000));
+    let l = launches(&out);
+    assert_eq!(l.len(), 2);
+    let out = h.step(10, Event::JobKilled { job: JobId(1) });
+    assert_eq!(kills(&out).len(), 2);
+    assert_eq!(finished(&out).len(), 1, "the pending task ends at once");
+    assert!(
+        job_states(&out).is_empty(),
+        "the job ends when its tasks have exited"
+    );
+    h.exit(20, l[0].0, 143);
+    let out = h.exit(21, l[1].0, 143);
+    assert_eq!(finished(&out), vec![(l[1].0, TaskReason::Killed)]);
+    assert_eq!(job_states(&out), vec![(JobId(1), JobState::Killed)]);
+}
+
+// ----- services ---------------------------------------------------------------------------------
+
+#[test]
+fn service_replaces_failed_instances_and_scales() {
+    let mut h = H::new(config(QueuePolicy::Berth), &cluster(3, 4000));
+    let out = h.submit(0, 1, service(1, 3, 10, 1000));
+    let l = launches(&out);
+    assert_eq!(l.len(), 3);
+    for (t, _, _) in &l {
+        h.start(1, *t);
+    }
+    let out = h.exit(100, l[0].0, 1);
+    let r = launches(&out);
+    assert_eq!(r.len(), 1, "the failed instance is replaced");
+    assert_eq!(
+        accepted(&out)[0].slot,
+        records(&h.log)
+            .iter()
+            .find(|x| x.task == l[0].0)
+            .unwrap()
+            .slot
+    );
+    h.start(101, r[0].0);
+
+    // Scale up to 5.
+    let out = h.step(
+        200,
+        Event::JobScaled {
+            job: JobId(1),
+            min: 1,
+            desired: 5,
+            max: 10,
+        },
+    );
+    assert_eq!(launches(&out).len(), 2);
+    for (t, _, _) in launches(&out) {
+        h.start(201, t);
+    }
+    // Scale down to 2: three kills, leaving the zones balanced.
+    let out = h.step(
+        300,
+        Event::JobScaled {
+            job: JobId(1),
+            min: 1,
+            desired: 2,
+            max: 10,
+        },
+    );
+    let k = kills(&out);
+    assert_eq!(k.len(), 3);
+    assert!(k.iter().all(|(_, r)| *r == TaskReason::ScaledDown));
+    for (t, _) in &k {
+        let out = h.exit(310, *t, 143);
+        assert_eq!(finished(&out), vec![(*t, TaskReason::ScaledDown)]);
+        assert!(
+            launches(&out).is_empty(),
+            "scaled-down instances are not replaced"
+        );
+    }
+    let view = h.c.view();
+    let jp = view.job(JobId(1)).unwrap();
+    assert_eq!(jp.total, 2);
+    let skew = jp.per_zone.iter().max().unwrap() - jp.per_zone.iter().min().unwrap();
+    assert!(skew <= 1, "zones after scale-down: {:?}", jp.per_zone);
+}
+
+#[test]
+fn killing_a_service_task_replaces_it() {
+    let mut h = H::new(config(QueuePolicy::Berth), &cluster(1, 4000));
+    let l = launches(&h.submit(0, 1, service(1, 1, 1, 1000)));
+    let t = l[0].0;
+    h.start(1, t);
+    assert_eq!(
+        kills(&h.step(10, Event::TaskKillRequested { task: t })),
+        vec![(t, TaskReason::Killed)]
+    );
+    let out = h.exit(11, t, 143);
+    assert_eq!(launches(&out).len(), 1);
+}
+
+// ----- gangs and queue policies ---------------------------------------------------------------------
+
+#[test]
+fn gang_is_placed_all_or_nothing() {
+    let mut h = H::new(config(QueuePolicy::Berth), &cluster(2, 2000));
+    let out = h.submit(0, 1, gang(batch(3, 2000)));
+    assert!(
+        launches(&out).is_empty(),
+        "3 tasks, room for 2: none placed"
+    );
+    assert_eq!(h.c.view().placed_tasks(), 0);
+    let mut n = node("extra", 2000, 8192, "a", "");
+    n.id = NodeId(10);
+    let out = h.step(
+        5,
+        Event::NodeReady {
+            node: n,
+            instance: None,
+        },
+    );
+    assert_eq!(
+        launches(&out).len(),
+        3,
+        "a third node: the whole gang starts"
+    );
+}
+
+#[test]
+fn gang_task_failure_restarts_the_whole_gang() {
+    let mut h = H::new(config(QueuePolicy::Berth), &cluster(2, 2000));
+    let spec = with_retry(
+        gang(batch(2, 2000)),
+        RetryPolicy::Immediate { max_retries: 1 },
+    );
+    let l = launches(&h.submit(0, 1, spec));
+    assert_eq!(l.len(), 2);
+    h.start(1, l[0].0);
+    h.start(1, l[1].0);
+    let out = h.exit(10, l[0].0, 1);
+    assert_eq!(
+        kills(&out),
+        vec![(l[1].0, TaskReason::Killed)],
+        "the sibling is killed"
+    );
+    let out = h.exit(11, l[1].0, 143);
+    let again = launches(&out);
+    assert_eq!(again.len(), 2, "both slots restart together");
+    assert!(again.iter().all(|(t, _, _)| *t != l[0].0 && *t != l[1].0));
+}
+
+#[test]
+fn fcfs_blocks_behind_the_head_and_berth_does_not() {
+    for (queue, small_runs) in [(QueuePolicy::Fcfs, false), (QueuePolicy::Berth, true)] {
+        let mut h = H::new(config(queue), &cluster(1, 4000));
+        let l = launches(&h.submit(0, 1, batch(1, 3000)));
+        h.start(1, l[0].0);
+        assert!(launches(&h.submit(2, 2, batch(1, 4000))).is_empty());
+        let out = h.submit(3, 3, batch(1, 1000));
+        assert_eq!(!launches(&out).is_empty(), small_runs, "{queue:?}");
+    }
+}
+
+/// EASY on one 4-core node, by hand:
+/// - A (2 cores, est 10 s) at 0 starts at 0;
+/// - B (4 cores) at 1 is the head: its reservation is at 10 s (when A ends);
+/// - C (2 cores, est 5 s) at 2 ends by 7 s < 10 s: backfilled at 2;
+/// - D (2 cores, est 20 s) at 3 would hold 2 cores past 10 s: not backfilled;
+/// - A ends at 10 s → B starts; B ends at 20 s → D starts.
+#[test]
+fn easy_backfills_only_what_does_not_delay_the_head() {
+    let mut h = H::new(config(QueuePolicy::Easy), &cluster(1, 4000));
+    let a = launches(&h.submit_est(0, 1, batch(1, 2000), 10_000))[0].0;
+    h.start(0, a);
+    assert!(launches(&h.submit_est(1000, 2, batch(1, 4000), 10_000)).is_empty());
+    let c = launches(&h.submit_est(2000, 3, batch(1, 2000), 5_000));
+    assert_eq!(c.len(), 1, "C fits before the reservation");
+    h.start(2000, c[0].0);
+    assert!(
+        launches(&h.submit_est(3000, 4, batch(1, 2000), 20_000)).is_empty(),
+        "D would delay B"
+    );
+    assert!(
+        launches(&h.exit(7000, c[0].0, 0)).is_empty(),
+        "B needs all 4 cores; D still may not pass"
+    );
+    let out = h.exit(10_000, a, 0);
+    let b = launches(&out);
+    assert_eq!(b.iter().map(|x| x.1).collect::<Vec<_>>(), vec![JobId(2)]);
+    h.start(10_000, b[0].0);
+    let out = h.exit(20_000, b[0].0, 0);
+    assert_eq!(
+        launches(&out).iter().map(|x| x.1).collect::<Vec<_>>(),
+        vec![JobId(4)]
+    );
+}
+
+#[test]
+fn critical_jobs_go_first_and_groups_share_by_dominant_share() {
+    // One 2-core node; two pending 1-core flex tasks and one critical task.
+    let mut h = H::new(config(QueuePolicy::Berth), &cluster(1, 2000));
+    let blocker = launches(&h.submit(0, 1, batch(1, 2000)))[0].0;
+    let mut flex = batch(1, 1000);
+    flex.capacity_group = "x".into();
+    h.submit(1, 2, flex);
+    let mut crit = batch(1, 1000);
+    crit.tier = Tier::Critical;
+    h.submit(2, 3, crit);
+    let out = h.exit(10, blocker, 0);
+    let jobs: Vec<JobId> = launches(&out).iter().map(|x| x.1).collect();
+    assert_eq!(jobs, vec![JobId(3), JobId(2)], "critical first, then flex");
+
+    // Fair share: group "big" already holds 3 of 4 cores; one core frees up and both groups
+    // wait: "small" (share 0) gets it though "big" asked first.
+    let mut h = H::new(config(QueuePolicy::Berth), &cluster(1, 4000));
+    let mut big = batch(4, 1000);
+    big.capacity_group = "big".into();
+    let held = launches(&h.submit(0, 1, big));
+    assert_eq!(held.len(), 4);
+    let mut big2 = batch(1, 1000);
+    big2.capacity_group = "big".into();
+    h.submit(1, 2, big2);
+    let mut small = batch(1, 1000);
+    small.capacity_group = "small".into();
+    h.submit(2, 3, small);
+    let out = h.exit(10, held[0].0, 0);
+    assert_eq!(
+        launches(&out).iter().map(|x| x.1).collect::<Vec<_>>(),
+        vec![JobId(3)]
+    );
+}
+
+#[test]
+fn tier_pools_keep_critical_work_on_critical_nodes() {
+    let nodes = vec![
+        node("c0", 4000, 8192, "a", "reserved"),
+        node("f0", 4000, 8192, "a", "elastic"),
+    ];
+    let mut cfg = config(QueuePolicy::Berth);
+    cfg.policy
+        .tier_pools
+        .insert(Tier::Critical, vec!["reserved".into()]);
+    cfg.policy
+        .tier_pools
+        .insert(Tier::Flex, vec!["elastic".into()]);
+    let mut h = H::new(cfg, &ClusterSpec::from_nodes(nodes));
+    let mut crit = batch(2, 1000);
+    crit.tier = Tier::Critical;
+    let l = launches(&h.submit(0, 1, crit));
+    assert!(l.iter().all(|x| x.2 == NodeId(0)));
+    let l = launches(&h.submit(0, 2, batch(2, 1000)));
+    assert!(l.iter().all(|x| x.2 == NodeId(1)));
+}
+
+// ----- timeouts and reconciliation ----------------------------------------------------------------
+
+#[test]
+fn stuck_launch_is_killed_and_a_stuck_kill_is_given_up() {
+    let mut cfg = config(QueuePolicy::Berth);
+    cfg.timeouts.launch_ms = 1000;
+    cfg.timeouts.kill_ms = 5000;
+    cfg.kill_grace_ms = 2000;
+    let mut h = H::new(cfg, &cluster(1, 1000));
+    let t = launches(&h.submit(
+        0,
+        1,
+        with_retry(batch(1, 1000), RetryPolicy::Immediate { max_retries: 1 }),
+    ))[0]
+        .0;
+    let out = h.step(1000, Event::Tick);
+    assert_eq!(kills(&out), vec![(t, TaskReason::TimedOut)]);
+    assert_eq!(
+        h.c.view().free(NodeId(0)).cpu_milli,
+        0,
+        "still held while the kill is pending"
+    );
+    // No exit ever comes: after the kill timeout the task is taken for dead.
+    let out = h.step(6000, Event::Tick);
+    assert_eq!(finished(&out), vec![(t, TaskReason::TimedOut)]);
+    assert_eq!(launches(&out).len(), 1, "retried on the freed capacity");
+}
+
+#[test]
+fn start_timeout_kills_a_task_stuck_starting() {
+    let mut cfg = config(QueuePolicy::Berth);
+    cfg.timeouts.start_ms = 3000;
+    let mut h = H::new(cfg, &cluster(1, 1000));
+    let t = launches(&h.submit(0, 1, batch(1, 1000)))[0].0;
+    h.step(10, Event::TaskStarting { task: t });
+    assert!(kills(&h.step(3009, Event::Tick)).is_empty());
+    assert_eq!(
+        kills(&h.step(3010, Event::Tick)),
+        vec![(t, TaskReason::TimedOut)]
+    );
+}
+
+#[test]
+fn reconciliation_kills_strangers_and_loses_the_missing() {
+    let mut h = H::new(config(QueuePolicy::Berth), &cluster(1, 4000));
+    let l = launches(&h.submit(0, 1, batch(2, 1000)));
+    h.start(10, l[0].0);
+    h.start(10, l[1].0);
+    let stranger = TaskId(999_999);
+    let out = h.step(
+        100_000,
+        Event::ReconcileTasks {
+            node: NodeId(0),
+            running: vec![l[0].0, stranger],
+        },
+    );
+    assert_eq!(kills(&out), vec![(stranger, TaskReason::Killed)]);
+    assert_eq!(finished(&out), vec![(l[1].0, TaskReason::Lost)]);
+    assert_eq!(launches(&out).len(), 1, "the lost task is retried");
+}
+
+// ----- pools and autoscaling -----------------------------------------------------------------------
+
+fn flex_pool(min: u32, max: u32) -> PoolSpec {
+    PoolSpec {
+        name: "flex".into(),
+        tier: Tier::Flex,
+        instance_types: vec!["m5.xlarge".into(), "m5.2xlarge".into()],
+        zones: vec!["us-east-1a".into(), "us-east-1b".into()],
+        min_nodes: min,
+        max_nodes: max,
+        autoscale: None,
+        idle_nodes_min: 0,
+        idle_nodes_max: 0,
+        scale_down_idle_ms: 60_000,
+        disruption_budget: Default::default(),
+        zone_max_skew: 1,
+        capacity_type: Default::default(),
+    }
+}
+
+/// Completes a provisioning request: every instance launches and registers.
+fn bring_up(
+    h: &mut H,
+    now_ms: u64,
+    p: &(RequestId, String, String, String, u32),
+    next_node: &mut u32,
+) -> Vec<Command> {
+    let mut out = Vec::new();
+    for _ in 0..p.4 {
+        let instance = InstanceId(format!("i-{}", *next_node));
+        out.extend(h.step(
+            now_ms,
+            Event::InstanceLaunched {
+                request: p.0,
+                instance: instance.clone(),
+            },
+        ));
+        let it = Catalog::ec2().get(&p.2).unwrap();
+        let spec = it.node_spec(NodeId(*next_node), format!("n{}", *next_node), &p.3, &p.1);
+        *next_node += 1;
+        out.extend(h.step(
+            now_ms,
+            Event::NodeReady {
+                node: spec,
+                instance: Some(instance),
+            },
+        ));
+    }
+    out
+}
+
+#[test]
+fn pools_scale_up_for_pending_work_without_double_provisioning() {
+    let mut cfg = config(QueuePolicy::Berth);
+    cfg.pools = vec![flex_pool(0, 10)];
+    let mut h = H::new(cfg, &ClusterSpec::default());
+    // 4 tasks of 3 cores: m5.xlarge (4 vCPU) hosts one each; m5.2xlarge (8 vCPU) two.
+    let out = h.submit(0, 1, batch(4, 3000));
+    assert!(launches(&out).is_empty());
+    let out = h.step(10_000, Event::Tick);
+    let p = provisions(&out);
+    assert!(!p.is_empty(), "pending work provisions instances");
+    let total: u32 = p.iter().map(|x| x.4).sum();
+    let capacity_tasks: u32 = p
+        .iter()
+        .map(|x| x.4 * if x.2 == "m5.2xlarge" { 2 } else { 1 })
+        .sum();
+    assert!(capacity_tasks >= 4, "{p:?}");
+    // Zones balanced.
+    let mut per_zone: BTreeMap<String, u32> = BTreeMap::new();
+    for x in &p {
+        *per_zone.entry(x.3.clone()).or_default() += x.4;
+    }
+    let (lo, hi) = (
+        per_zone.values().min().unwrap(),
+        per_zone.values().max().unwrap(),
+    );
+    assert!(
+        hi - lo <= 1 || per_zone.len() == 1 && total == 1,
+        "{per_zone:?}"
+    );
+    // While in flight, the next evaluation provisions nothing more.
+    assert!(
+        provisions(&h.step(20_000, Event::Tick)).is_empty(),
+        "no double provisioning"
+    );
+    // Instances come up: the tasks are placed.
+    let mut next = 0;
+    let mut placed = 0;
+    for x in &p {
+        placed += launches(&bring_up(&mut h, 30_000, x, &mut next)).len();
+    }
+    assert_eq!(placed, 4);
+    assert_eq!(h.c.stats().instances_in_flight, 0);
+}
+
+#[test]
+fn critical_pools_are_pre_provisioned_and_idle_nodes_scale_down_within_budget() {
+    let mut crit = flex_pool(2, 2);
+    crit.name = "crit".into();
+    crit.tier = Tier::Critical;
+    let mut flex = flex_pool(1, 10);
+    flex.scale_down_idle_ms = 60_000;
+    flex.disruption_budget = berth_solver::controller::DisruptionBudget {
+        nodes_max: 1,
+        window_ms: 100_000,
+    };
+    let mut cfg = config(QueuePolicy::Berth);
+    cfg.pools = vec![crit, flex];
+    let mut h = H::new(cfg, &ClusterSpec::default());
+    let out = h.step(0, Event::Tick);
+    let p = provisions(&out);
+    let crit_count: u32 = p.iter().filter(|x| x.1 == "crit").map(|x| x.4).sum();
+    let flex_count: u32 = p.iter().filter(|x| x.1 == "flex").map(|x| x.4).sum();
+    assert_eq!(
+        (crit_count, flex_count),
+        (2, 1),
+        "pools start at their minimum"
+    );
+    let crit_zones: Vec<&String> = p.iter().filter(|x| x.1 == "crit").map(|x| &x.3).collect();
+    assert_eq!(crit_zones.len(), 2, "one per zone: {crit_zones:?}");
+    let mut next = 0;
+    for x in &p {
+        bring_up(&mut h, 1000, x, &mut next);
+    }
+    // Flex work needing 3 more nodes arrives, runs and ends.
+    let out = h.submit(2000, 1, batch(4, 3000));
+    let first = launches(&out);
+    assert_eq!(first.len(), 1, "the flex minimum node takes one");
+    let p = provisions(&h.step(10_000, Event::Tick));
+    for x in &p {
+        bring_up(&mut h, 11_000, x, &mut next);
+    }
+    let running: Vec<TaskId> = launches(&h.log).iter().map(|x| x.0).collect();
+    assert_eq!(running.len(), 4);
+    for t in &running {
+        h.exit(12_000, *t, 0);
+    }
+    let flex_nodes = |h: &H| h.c.pool_nodes_by_zone("flex").values().sum::<u32>();
+    let before = flex_nodes(&h);
+    assert!(before >= 3);
+    // Idle for less than scale_down_idle_ms: kept.
+    let out = h.step(71_999, Event::Tick);
+    assert!(!out
+        .iter()
+        .any(|c| matches!(c, Command::TerminateInstance { .. })));
+    // Then one node per budget window, never below min, zones within skew 1.
+    let mut terminated = 0;
+    let mut now = 72_000;
+    while now < 1_000_000 {
+        let out = h.step(now, Event::Tick);
+        let n = out
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c,
+                    Command::TerminateInstance {
+                        reason: TerminateReason::ScaleDown,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert!(n <= 1, "budget: at most one per window");
+        terminated += n;
+        let zones = h.c.pool_nodes_by_zone("flex");
+        let (lo, hi) = (zones.values().min().unwrap(), zones.values().max().unwrap());
+        assert!(hi - lo <= 1, "zone balance kept: {zones:?}");
+        now += 10_000;
+    }
+    assert_eq!(flex_nodes(&h), 1, "down to the minimum");
+    assert_eq!(terminated as u32, before - 1);
+    assert_eq!(
+        h.c.pool_nodes_by_zone("crit").values().sum::<u32>(),
+        2,
+        "critical pools do not scale down"
+    );
+}
+
+#[test]
+fn launch_errors_steer_the_autoscaler() {
+    let mut pool = flex_pool(0, 10);
+    pool.instance_types = vec!["m5.xlarge".into()];
+    let mut cfg = config(QueuePolicy::Berth);
+    cfg.pools = vec![pool];
+    cfg.autoscale.backoff_initial_ms = 30_000;
+    let mut h = H::new(cfg, &ClusterSpec::default());
+    h.submit(0, 1, batch(1, 3000));
+    let p = provisions(&h.step(10_000, Event::Tick));
+    assert_eq!(p.len(), 1);
+    let zone = p[0].3.clone();
+    // Insufficient capacity in that zone: the other zone is asked at once.
+    let out = h.step(
+        11_000,
+        Event::InstanceLaunchFailed {
+            request: p[0].0,
+            count: 1,
+            error: LaunchErrorKind::InsufficientCapacity,
+            message: "no m5.xlarge".into(),
+        },
+    );
+    let p2 = provisions(&out);
+    assert_eq!(p2.len(), 1);
+    assert_ne!(p2[0].3, zone);
+    // Throttled: nothing until the back-off ends.
+    h.step(
+        12_000,
+        Event::InstanceLaunchFailed {
+            request: p2[0].0,
+            count: 1,
+            error: LaunchErrorKind::Throttled,
+            message: String::new(),
+        },
+    );
+    assert!(provisions(&h.step(20_000, Event::Tick)).is_empty());
+    assert!(
+        provisions(&h.step(40_000, Event::Tick)).is_empty(),
+        "the zone short of capacity is still avoided"
+    );
+    // The cool-down passes: the first zone again... but unauthorised stops the pool for good.
+    let out = h.step(700_000, Event::Tick);
+    let p3 = provisions(&out);
+    assert_eq!(p3.len(), 1);
+    h.step(
+        701_000,
+        Event::InstanceLaunchFailed {
+            request: p3[0].0,
+            count: 1,
+            error: LaunchErrorKind::Unauthorized,
+            message: "not allowed".into(),
+        },
+    );
+    assert!(provisions(&h.step(2_000_000, Event::Tick)).is_empty());
+}
+
+#[test]
+fn spot_interruption_drains_the_node_and_moves_its_tasks() {
+    let mut cfg = config(QueuePolicy::Berth);
+    cfg.pools = vec![flex_pool(2, 2)];
+    let mut h = H::new(cfg, &ClusterSpec::default());
+    let p = provisions(&h.step(0, Event::Tick));
+    let mut next = 0;
+    for x in &p {
+        bring_up(&mut h, 1000, x, &mut next);
+    }
+    let l = launches(&h.submit(2000, 1, batch(1, 1000)));
+    let (t, _, n) = l[0];
+    h.start(2001, t);
+    let instance = InstanceId(format!("i-{}", n.0));
+    let out = h.step(
+        3000,
+        Event::InstanceInterrupted {
+            instance,
+            terminate_at_ms: 123_000,
+        },
+    );
+    assert_eq!(kills(&out), vec![(t, TaskReason::Lost)]);
+    let out = h.exit(4000, t, 143);
+    assert_eq!(finished(&out), vec![(t, TaskReason::Lost)]);
+    let l2 = launches(&out);
+    assert_eq!(l2.len(), 1);
+    assert_ne!(l2[0].2, n, "moved off the interrupted node");
+    assert!(!h.c.view().is_schedulable(h.c.node_of(n).unwrap()));
+}

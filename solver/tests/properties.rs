@@ -1,0 +1,288 @@
+//! Property tests of placement over random clusters, tasks and policies:
+//! no overcommit on any dimension or device; every task either assigned or unplaced with reasons;
+//! same inputs and seed give the same plan; hard constraints hold in the result.
+
+use berth_solver::{
+    place, ClusterSpec, ClusterView, Constraint, Constraints, GpuDemand, GpuModel, JobId,
+    NodeAttributes, NodeGpus, NodeId, NodeSpec, Plan, Policy, Resources, ScorerKind, TaskId,
+    TaskRequest, TaskShape, TieBreak, Tier, WeightedScorer,
+};
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+const ZONES: [&str; 3] = ["a", "b", "c"];
+const MODELS: [&str; 2] = ["T4", "V100"];
+const POOLS: [&str; 2] = ["flex", "reserved"];
+
+fn node_strategy() -> impl Strategy<Value = NodeSpec> {
+    (
+        1u64..=16,
+        1u64..=64,
+        0u8..=4,
+        0usize..2,
+        0usize..3,
+        0usize..2,
+        any::<bool>(),
+    )
+        .prop_map(|(cpu, mem, gpus, model, zone, pool, arm)| NodeSpec {
+            id: NodeId(0),
+            name: String::new(),
+            capacity: Resources::new(cpu * 1000, mem * 1024, 100, 0),
+            gpus: (gpus > 0).then(|| NodeGpus {
+                count: gpus,
+                model: GpuModel::new(MODELS[model]),
+            }),
+            attributes: NodeAttributes {
+                zone: ZONES[zone].to_string(),
+                instance_type: String::new(),
+                pool: POOLS[pool].to_string(),
+                labels: [(
+                    "arch".to_string(),
+                    if arm { "arm" } else { "x86" }.to_string(),
+                )]
+                .into_iter()
+                .collect(),
+            },
+        })
+}
+
+/// A job template: shape, hard/soft constraints, tier, gang, task count.
+#[derive(Clone, Debug)]
+struct JobT {
+    shape: TaskShape,
+    constraints: Constraints,
+    tier: Tier,
+    gang: bool,
+    tasks: usize,
+}
+
+fn gpu_strategy() -> impl Strategy<Value = GpuDemand> {
+    prop_oneof![
+        3 => Just(GpuDemand::None),
+        2 => (1u16..1000).prop_map(GpuDemand::Milli),
+        1 => (1u8..=3).prop_map(GpuDemand::Whole),
+    ]
+}
+
+fn constraint_strategy() -> impl Strategy<Value = Constraint> {
+    prop_oneof![
+        (1u32..=2).prop_map(|max_skew| Constraint::ZoneBalance { max_skew }),
+        Just(Constraint::UniqueHost),
+        Just(Constraint::ExclusiveHost),
+        any::<bool>().prop_map(|arm| Constraint::AttributeEquals {
+            key: "arch".into(),
+            value: if arm { "arm" } else { "x86" }.into()
+        }),
+        Just(Constraint::AttributeIn {
+            key: "zone".into(),
+            values: vec!["a".into(), "b".into()]
+        }),
+    ]
+}
+
+fn job_strategy() -> impl Strategy<Value = JobT> {
+    (
+        0u64..=6000,
+        0u64..=24,
+        0u64..=60,
+        gpu_strategy(),
+        prop::option::of(0usize..2),
+        prop::collection::vec(constraint_strategy(), 0..=2),
+        prop::collection::vec(constraint_strategy(), 0..=2),
+        any::<bool>(),
+        prop::bool::weighted(0.2),
+        1usize..=5,
+    )
+        .prop_map(
+            |(cpu, mem, disk, gpu, model, hard, soft, critical, gang, tasks)| {
+                let models = match (gpu, model) {
+                    (GpuDemand::None, _) | (_, None) => vec![],
+                    (_, Some(m)) => vec![GpuModel::new(MODELS[m])],
+                };
+                JobT {
+                    shape: TaskShape::new(Resources::new(cpu, mem * 1024, disk, 0))
+                        .with_gpu(gpu)
+                        .with_gpu_models(models),
+                    constraints: Constraints { hard, soft },
+                    tier: if critical { Tier::Critical } else { Tier::Flex },
+                    gang,
+                    tasks,
+                }
+            },
+        )
+}
+
+fn policy_strategy() -> impl Strategy<Value = Policy> {
+    (
+        prop::collection::vec((0usize..ScorerKind::ALL.len(), 0.0f64..=2.0), 1..=4),
+        any::<bool>(),
+        any::<bool>(),
+        any::<u64>(),
+    )
+        .prop_map(|(scorers, random_ties, restrict, seed)| {
+            let mut scorers: Vec<WeightedScorer> = scorers
+                .into_iter()
+                .map(|(k, weight)| WeightedScorer {
+                    scorer: ScorerKind::ALL[k],
+                    weight,
+                })
+                .collect();
+            scorers[0].weight = scorers[0].weight.max(0.1);
+            let mut tier_pools = BTreeMap::new();
+            if restrict {
+                tier_pools.insert(Tier::Critical, vec!["reserved".to_string()]);
+            }
+            Policy {
+                name: "prop".into(),
+                scorers,
+                tier_pools,
+                seed,
+                tie_break: if random_ties {
+                    TieBreak::Random
+                } else {
+                    TieBreak::LowestNode
+                },
+                ..Policy::single(ScorerKind::FirstFit)
+            }
+        })
+}
+
+fn requests(jobs: &[JobT]) -> Vec<TaskRequest> {
+    let mut out = Vec::new();
+    for (j, job) in jobs.iter().enumerate() {
+        let c = Arc::new(job.constraints.clone());
+        for _ in 0..job.tasks {
+            out.push(
+                TaskRequest::new(TaskId(out.len() as u64), JobId(j as u64), job.shape.clone())
+                    .with_constraints(c.clone())
+                    .with_tier(job.tier)
+                    .with_gang(job.gang),
+            );
+        }
+    }
+    // Interleave jobs deterministically (the batch order is part of the input).
+    out.sort_by_key(|r| (r.task.0 % 3, r.task.0));
+    out
+}
+
+fn check_plan(
+    spec: &ClusterSpec,
+    reqs: &[TaskRequest],
+    policy: &Policy,
+    plan: &Plan,
+) -> Result<(), TestCaseError> {
+    // Every task exactly once, unplaced ones with reasons.
+    let mut seen = BTreeSet::new();
+    for a in &plan.assignments {
+        prop_assert!(seen.insert(a.task), "{:?} twice", a.task);
+    }
+    for u in &plan.unplaced {
+        prop_assert!(seen.insert(u.task), "{:?} twice", u.task);
+        prop_assert!(
+            !u.reasons.is_empty(),
+            "{:?} unplaced without reasons",
+            u.task
+        );
+    }
+    prop_assert_eq!(seen.len(), reqs.len());
+    // No overcommit: the plan replays onto a fresh view through the checked path.
+    let mut view = ClusterView::new(spec);
+    for a in &plan.assignments {
+        view.try_apply(a)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let r = reqs.iter().find(|r| r.task == a.task).unwrap();
+        prop_assert_eq!(a.resources, r.shape.resources);
+        prop_assert_eq!(a.gpu_milli(), r.shape.gpu.total_milli());
+        let node = &spec.nodes[a.node.0 as usize];
+        if !r.shape.gpu.is_none() {
+            prop_assert!(r.shape.accepts_model(node.gpu_model().unwrap()));
+        }
+    }
+    // Hard constraints.
+    let by_job = |j: JobId| plan.assignments.iter().filter(move |a| a.job == j);
+    let jobs: BTreeSet<JobId> = reqs.iter().map(|r| r.job).collect();
+    for j in jobs {
+        let r = reqs.iter().find(|r| r.job == j).unwrap();
+        let placed: Vec<_> = by_job(j).collect();
+        if r.gang {
+            let n = reqs.iter().filter(|x| x.job == j).count();
+            prop_assert!(
+                placed.is_empty() || placed.len() == n,
+                "gang partially placed"
+            );
+        }
+        for c in &r.constraints.hard {
+            match c {
+                Constraint::UniqueHost => {
+                    let nodes: BTreeSet<_> = placed.iter().map(|a| a.node).collect();
+                    prop_assert_eq!(nodes.len(), placed.len(), "unique host broken");
+                }
+                Constraint::ZoneBalance { max_skew } => {
+                    let mut per_zone = vec![0u32; view.zones().len()];
+                    for a in &placed {
+                        per_zone[view.zone_of(a.node)] += 1;
+                    }
+                    let skew = per_zone.iter().max().unwrap() - per_zone.iter().min().unwrap();
+                    prop_assert!(skew <= *max_skew, "zone skew {} > {}", skew, max_skew);
+                }
+                Constraint::ExclusiveHost => {
+                    for a in &placed {
+                        let others = plan
+                            .assignments
+                            .iter()
+                            .filter(|b| b.node == a.node && b.job != j)
+                            .count();
+                        prop_assert_eq!(others, 0, "exclusive host shared");
+                    }
+                }
+                Constraint::AttributeEquals { key, value } => {
+                    for a in &placed {
+                        prop_assert_eq!(
+                            spec.nodes[a.node.0 as usize].attributes.get(key),
+                            Some(value.as_str())
+                        );
+                    }
+                }
+                Constraint::AttributeIn { key, values } => {
+                    for a in &placed {
+                        let v = spec.nodes[a.node.0 as usize]
+                            .attributes
+                            .get(key)
+                            .unwrap_or("");
+                        prop_assert!(values.iter().any(|x| x == v));
+                    }
+                }
+            }
+        }
+        if let Some(pools) = policy.tier_pools.get(&r.tier) {
+            for a in &placed {
+                prop_assert!(pools.contains(&spec.nodes[a.node.0 as usize].attributes.pool));
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn placement_invariants(
+        nodes in prop::collection::vec(node_strategy(), 0..=10),
+        jobs in prop::collection::vec(job_strategy(), 1..=6),
+        policy in policy_strategy(),
+    ) {
+        let spec = ClusterSpec::from_nodes(nodes);
+        let reqs = requests(&jobs);
+        let mut view = ClusterView::new(&spec);
+        let plan = place(&mut view, &reqs, &policy, &mut policy.rng()).unwrap();
+        check_plan(&spec, &reqs, &policy, &plan)?;
+        // The view holds exactly the plan.
+        prop_assert_eq!(view.placed_tasks(), plan.assignments.len());
+        // Determinism: same inputs and seed, same plan.
+        let mut again = ClusterView::new(&spec);
+        let plan2 = place(&mut again, &reqs, &policy, &mut policy.rng()).unwrap();
+        prop_assert_eq!(&plan, &plan2);
+    }
+}
