@@ -409,35 +409,37 @@ fn packs(tasks: &[&TaskShape], bins: &mut [(Resources, Vec<u16>, Option<GpuModel
     false
 }
 
-/// The cheapest single-zone mix (at most `per_type_max` of each type) that packs the demand.
+/// The cheapest single-zone mix (at most `per_type_max` of each type) that packs the demand:
+/// every count vector, cheapest first, the first that passes exact packing wins. Mixes whose
+/// summed capacity or GPU count falls short are ruled out before the (exponential) packing.
 fn brute_force_cost(req: &MixRequest, per_type_max: u32) -> Option<u64> {
     let tasks: Vec<&TaskShape> = req
         .demand
         .iter()
         .flat_map(|(s, c)| std::iter::repeat_n(s, *c as usize))
         .collect();
+    let need = tasks
+        .iter()
+        .fold(Resources::default(), |a, t| a.saturating_add(&t.resources));
+    let need_gpu_milli: u64 = tasks
+        .iter()
+        .map(|t| match t.gpu {
+            GpuDemand::None => 0,
+            GpuDemand::Whole(k) => 1000 * u64::from(k),
+            GpuDemand::Milli(m) => u64::from(m),
+        })
+        .sum();
     let nt = req.types.len();
-    let mut best: Option<u64> = None;
+    let mut mixes: Vec<(u64, Vec<u32>)> = Vec::new();
     let mut counts = vec![0u32; nt];
     loop {
-        let cost: u64 = (0..nt)
-            .map(|t| req.types[t].price_per_hour_micro_usd * u64::from(counts[t]))
+        let cost: u64 = req
+            .types
+            .iter()
+            .zip(counts.iter())
+            .map(|(t, &n)| t.price_per_hour_micro_usd * u64::from(n))
             .sum();
-        if best.is_none_or(|b| cost < b) {
-            let mut bins: Vec<(Resources, Vec<u16>, Option<GpuModel>)> = Vec::new();
-            for (ty, &n) in req.types.iter().zip(counts.iter()) {
-                for _ in 0..n {
-                    bins.push((
-                        ty.capacity(),
-                        vec![1000; usize::from(ty.gpu_count())],
-                        ty.gpu_model().cloned(),
-                    ));
-                }
-            }
-            if packs(&tasks, &mut bins) {
-                best = Some(cost);
-            }
-        }
+        mixes.push((cost, counts.clone()));
         // Next count vector.
         let mut i = 0;
         while i < nt && counts[i] == per_type_max {
@@ -449,7 +451,30 @@ fn brute_force_cost(req: &MixRequest, per_type_max: u32) -> Option<u64> {
         }
         counts[i] += 1;
     }
-    best
+    mixes.sort();
+    for (cost, counts) in mixes {
+        let mut bins: Vec<(Resources, Vec<u16>, Option<GpuModel>)> = Vec::new();
+        for (ty, &n) in req.types.iter().zip(counts.iter()) {
+            for _ in 0..n {
+                bins.push((
+                    ty.capacity(),
+                    vec![1000; usize::from(ty.gpu_count())],
+                    ty.gpu_model().cloned(),
+                ));
+            }
+        }
+        let have = bins
+            .iter()
+            .fold(Resources::default(), |a, b| a.saturating_add(&b.0));
+        let have_gpu_milli: u64 = bins.iter().map(|b| 1000 * b.1.len() as u64).sum();
+        if have.checked_sub(&need).is_none() || need_gpu_milli > have_gpu_milli {
+            continue;
+        }
+        if packs(&tasks, &mut bins) {
+            return Some(cost);
+        }
+    }
+    None
 }
 
 fn tiny_types() -> Vec<InstanceType> {
@@ -509,7 +534,8 @@ proptest! {
         prop_assert!(g.unplaceable.is_empty() && m.unplaceable.is_empty());
         prop_assert!(m.cost_per_hour_micro_usd <= g.cost_per_hour_micro_usd);
         prop_assert_eq!(m.greedy_cost_per_hour_micro_usd, g.cost_per_hour_micro_usd);
-        let opt = brute_force_cost(&req, 3).expect("a mix exists within 3 per type");
+        // No mix needs more instances of one type than there are tasks.
+        let opt = brute_force_cost(&req, tasks).expect("a mix exists within one instance per task");
         prop_assert!(opt <= m.cost_per_hour_micro_usd, "brute force {} > milp {}", opt, m.cost_per_hour_micro_usd);
         if let Some(b) = m.cost_lower_bound_micro_usd {
             prop_assert!(b <= opt, "bound {} > optimum {}", b, opt);

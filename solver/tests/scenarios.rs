@@ -308,14 +308,14 @@ fn cases() -> Vec<Case> {
                 n(64, 256).zone("a"),
                 n(64, 256).zone("a"),
                 n(64, 256).zone("b"),
-                n(8, 256).zone("c"),
+                n(4, 256).zone("c"),
             ],
             before: vec![],
             tasks: t(1, 4, 4)
                 .hard(Constraint::ZoneBalance { max_skew: 1 })
                 .times(6),
             policy: policy("first_fit"),
-            // a, b, c, then a, b; c is full (8 cores), so a third in a would make skew 2.
+            // a, b, c, then a, b; c is full (4 cores), so a third in a would make skew 2.
             expect: vec![
                 Node(0),
                 Node(2),
