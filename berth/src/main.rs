@@ -29,6 +29,16 @@ enum Command {
     /// Run the solver offline: fragmentation experiment, placement, bounds.
     #[command(subcommand)]
     Solve(cmd::solve::SolveCmd),
+    /// Run the control plane (API, store, controller); `--local` adds an agent on local Docker.
+    Serve(cmd::runtime::ServeArgs),
+    /// Run an agent: register with the control plane and run its tasks on the local Docker engine.
+    Agent(cmd::runtime::AgentArgs),
+    /// Submit, list, scale and kill jobs on a control plane.
+    #[command(subcommand)]
+    Job(cmd::runtime::JobCmd),
+    /// List tasks, read their logs, kill one.
+    #[command(subcommand)]
+    Task(cmd::runtime::TaskCmd),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +46,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Trace(c) => cmd::trace::run(c),
         Command::Solve(c) => cmd::solve::run(c),
+        Command::Serve(a) => cmd::runtime::serve(a),
+        Command::Agent(a) => cmd::runtime::agent(a),
+        Command::Job(c) => cmd::runtime::job(c),
+        Command::Task(c) => cmd::runtime::task(c),
     };
     match result {
         Ok(code) => code,

@@ -1,1 +1,25 @@
-//! The production runtime (API server, store, agents, EC2 pools). Not built yet: see ARCHITECTURE.md.
+//! Berth's production driver: the control plane (`berth serve`) and the agent (`berth agent`).
+//!
+//! Module map:
+//! - [`control`]: the actor that owns the solver's `Controller`; persist-before-ack; replay.
+//! - [`store`]: the `Store` trait and its SQLite implementation (WAL, `synchronous = FULL`).
+//! - [`server`]: the axum HTTP API, bearer-token scopes, the OpenAPI document.
+//! - [`api_types`]: the JSON DTOs and the one error format.
+//! - [`agent`]: the agent: registration, heartbeats, long-poll, Docker through bollard.
+//! - [`docker`]: the container isolation settings and per-job networks.
+//! - [`metrics`]: Prometheus text metrics.
+//! - [`client`]: the HTTP client the CLI uses.
+//! - [`serve`]: wiring: `berth serve [--local]`.
+//!
+//! This crate is the only one that knows HTTP, JSON DTOs and Docker; every decision comes from
+//! `berth_solver::controller`.
+
+pub mod agent;
+pub mod api_types;
+pub mod client;
+pub mod control;
+pub mod docker;
+pub mod metrics;
+pub mod serve;
+pub mod server;
+pub mod store;

@@ -1,3 +1,4 @@
+pub mod runtime;
 pub mod solve;
 pub mod trace;
 
