@@ -614,7 +614,6 @@ impl Shared {
         gpu_devices: &[u8],
         spec: &ContainerSpec,
     ) -> Result<(), bollard::errors::Error> {
-        let iso = &self.config.isolation;
         let _guard = self.net_lock.lock().await;
         // Another agent on the same engine may remove the job's network between our check and
         // our start (its last task of the job ended): one retry re-creates it.
@@ -658,16 +657,15 @@ impl Shared {
         } else {
             None
         };
-        let (opts, config) = docker::container_config(
-            iso,
-            &self.config.name,
+        let launch = docker::LaunchSpec {
             task,
             job,
             resources,
             gpu_devices,
-            spec,
-            network_id.as_deref(),
-        );
+            container: spec,
+        };
+        let (opts, config) =
+            docker::container_config(iso, &self.config.name, &launch, network_id.as_deref());
         let name = opts.name.clone();
         self.docker.create_container(Some(opts), config).await?;
         self.docker.start_container::<String>(&name, None).await?;

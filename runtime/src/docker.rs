@@ -87,17 +87,29 @@ pub fn network_name(prefix: &str, job: JobId) -> String {
 
 const MIB: i64 = 1024 * 1024;
 
-/// The container create request for a task.
+/// One task to start, as the agent received it.
+pub struct LaunchSpec<'a> {
+    pub task: TaskId,
+    pub job: JobId,
+    pub resources: &'a Resources,
+    pub gpu_devices: &'a [u8],
+    pub container: &'a ContainerSpec,
+}
+
+/// The container create request for a task; `network_id` is its job network.
 pub fn container_config(
     iso: &Isolation,
     agent: &str,
-    task: TaskId,
-    job: JobId,
-    resources: &Resources,
-    gpu_devices: &[u8],
-    spec: &ContainerSpec,
+    launch: &LaunchSpec<'_>,
     network_id: Option<&str>,
 ) -> (CreateContainerOptions<String>, Config<String>) {
+    let LaunchSpec {
+        task,
+        job,
+        resources,
+        gpu_devices,
+        container: spec,
+    } = *launch;
     let mem_mib = if resources.mem_mib > 0 {
         resources.mem_mib
     } else {
