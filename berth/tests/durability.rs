@@ -187,5 +187,16 @@ fn kill_9_mid_stream_loses_no_acknowledged_job_and_all_converge() {
     for id in String::from_utf8_lossy(&leftovers.stdout).split_whitespace() {
         let _ = Command::new("docker").args(["rm", "-f", id]).output();
     }
+    let nets = Command::new("docker")
+        .args(["network", "ls", "--format", "{{.ID}} {{.Name}}"])
+        .output()
+        .expect("docker network ls");
+    for line in String::from_utf8_lossy(&nets.stdout).lines() {
+        if let Some((id, net)) = line.split_once(' ') {
+            if net.starts_with(&format!("{name}-job-")) {
+                let _ = Command::new("docker").args(["network", "rm", id]).output();
+            }
+        }
+    }
     result.expect("convergence");
 }
