@@ -1,1 +1,8 @@
-//! Benchmarks and the regression gate.
+//! Benchmarks and the regression gate Berth's CI runs.
+//!
+//! - [`fixtures`]: the synthetic clusters and task mixes the criterion benches and the gate share;
+//! - [`gate`]: deterministic quality figures and instruction counts of hot paths, compared with
+//!   the committed baseline `benches/baseline.json` (the `berth-gate` binary).
+
+pub mod fixtures;
+pub mod gate;

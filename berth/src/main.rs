@@ -13,7 +13,7 @@ use std::process::ExitCode;
     long_about = "Berth packs batch and service containers onto EC2 capacity. One pure decision core \
                   (placement, optimisation, lifecycle) is driven by a deterministic simulator for \
                   what-if studies and by a runtime in production.",
-    after_help = "Examples:\n  berth trace stats ../shared/traces/metacentrum-alea/wagap-2013.swf\n  \
+    after_help = "Examples:\n  berth sim run\n  berth sim sweep --placements best_fit,fgd,berth\n  berth trace stats ../shared/traces/metacentrum-alea/wagap-2013.swf\n  \
                   berth solve frag --trace ../shared/traces/alibaba-cluster-trace-gpu-v2023 --seeds 10 --out frag.csv"
 )]
 struct Cli {
@@ -23,6 +23,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Simulate: run a scenario, sweep a grid of variants, gate on SLA figures.
+    #[command(subcommand)]
+    Sim(cmd::sim::SimCmd),
     /// Import and inspect workload traces.
     #[command(subcommand)]
     Trace(cmd::trace::TraceCmd),
@@ -44,6 +47,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Sim(c) => cmd::sim::run(c),
         Command::Trace(c) => cmd::trace::run(c),
         Command::Solve(c) => cmd::solve::run(c),
         Command::Serve(a) => cmd::runtime::serve(a),

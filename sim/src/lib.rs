@@ -6,13 +6,15 @@
 //! - [`run_scenario`]: one run, with a progress callback, returning a [`SimReport`];
 //! - [`run_scenario_to`]: the same, writing `series.csv`, `nodes.csv`, `tasks.csv` and
 //!   `report.json` to a folder;
-//! - [`sweep`]: a grid of variants run in parallel (rayon), with [`comparison_table`].
+//! - [`sweep`]: a grid of variants run in parallel (rayon), with [`comparison_table`];
+//! - [`gate`]: compare a run's SLA figures with a baseline (`berth sim gate`).
 //!
 //! Module map: [`scenario`] (the file format), [`workload`] (traces and transforms into job
 //! arrivals), `engine` (event queue, the simulated world and its faults), [`metrics`],
 //! [`report`].
 
 mod engine;
+pub mod gate;
 pub mod metrics;
 pub mod report;
 pub mod scenario;

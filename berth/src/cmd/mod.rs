@@ -1,4 +1,5 @@
 pub mod runtime;
+pub mod sim;
 pub mod solve;
 pub mod trace;
 
