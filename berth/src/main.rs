@@ -33,14 +33,18 @@ enum Command {
     #[command(subcommand)]
     Solve(cmd::solve::SolveCmd),
     /// Run the control plane (API, store, controller); `--local` adds an agent on local Docker.
+    #[cfg(feature = "runtime")]
     Serve(cmd::runtime::ServeArgs),
     /// Run an agent: register with the control plane and run its tasks on the local Docker engine.
+    #[cfg(feature = "runtime")]
     Agent(cmd::runtime::AgentArgs),
     /// Submit, list, scale and kill jobs on a control plane.
     #[command(subcommand)]
+    #[cfg(feature = "runtime")]
     Job(cmd::runtime::JobCmd),
     /// List tasks, read their logs, kill one.
     #[command(subcommand)]
+    #[cfg(feature = "runtime")]
     Task(cmd::runtime::TaskCmd),
 }
 
@@ -50,9 +54,13 @@ fn main() -> ExitCode {
         Command::Sim(c) => cmd::sim::run(c),
         Command::Trace(c) => cmd::trace::run(c),
         Command::Solve(c) => cmd::solve::run(c),
+        #[cfg(feature = "runtime")]
         Command::Serve(a) => cmd::runtime::serve(a),
+        #[cfg(feature = "runtime")]
         Command::Agent(a) => cmd::runtime::agent(a),
+        #[cfg(feature = "runtime")]
         Command::Job(c) => cmd::runtime::job(c),
+        #[cfg(feature = "runtime")]
         Command::Task(c) => cmd::runtime::task(c),
     };
     match result {

@@ -1,3 +1,4 @@
+#[cfg(feature = "runtime")]
 pub mod runtime;
 pub mod sim;
 pub mod solve;
