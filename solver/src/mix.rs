@@ -654,7 +654,7 @@ mod milp_model {
         let (nt, nz) = (req.types.len(), req.zones.len());
         let mut vars = Columns::new();
         let n: Vec<Vec<Variable>> = (0..nt)
-            .map(|t| {
+            .map(|_| {
                 (0..nz)
                     .map(|_| {
                         let v = variable().integer().min(0);

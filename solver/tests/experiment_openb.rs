@@ -32,7 +32,17 @@ fn full_table() {
         }
         let mut curves = Vec::new();
         for name in policies.split(',') {
-            let mut p = Policy::preset(name).unwrap();
+            // A preset name, or a policy TOML file (for trying variants without rebuilding).
+            let mut p = if name.ends_with(".toml") {
+                let text = std::fs::read_to_string(name).unwrap();
+                let mut p = Policy::from_toml(&text).unwrap();
+                if p.name.is_empty() {
+                    p.name = name.to_string();
+                }
+                p
+            } else {
+                Policy::preset(name).unwrap()
+            };
             if std::env::var("BERTH_RANDOM_TIES").is_ok() {
                 p.tie_break = berth_solver::TieBreak::Random;
             }
@@ -48,4 +58,53 @@ fn full_table() {
         );
         println!("{}", t.to_csv());
     }
+}
+
+/// The paper's FGD figure at 100 % arrived (GPU allocation, percent, mean of 10 seeds).
+const PAPER_FGD_ALLOC_PCT: f64 = 95.23;
+
+/// One run of `policy` on seed 42 of the real trace: GPU allocation (percent) at 100 % arrived.
+fn alloc_at_100(policy: &str) -> Option<f64> {
+    let dir = common::openb_dir()?;
+    let nodes = common::read_openb_nodes(&dir.join("openb_node_list_gpu_node.csv"));
+    let pods = common::read_openb_pods(&dir.join("openb_pod_list_default.csv"));
+    let cfg = ExperimentConfig {
+        checkpoints_pct: vec![100],
+        ..ExperimentConfig::default()
+    };
+    let c = run(&nodes, &pods, &Policy::preset(policy).unwrap(), 42, &cfg).unwrap();
+    Some(
+        100.0
+            * c.at(100)
+                .expect("the run reaches 100 % arrived")
+                .gpu_alloc_ratio,
+    )
+}
+
+/// Berth's policy is at least as good as FGD and within 1 pp of the paper's FGD figure, on one
+/// seed of the real trace (deterministic: same seed, same figures; ~25 s in debug).
+#[test]
+fn berth_beats_fgd_on_openb() {
+    let (Some(fgd), Some(berth)) = (alloc_at_100("fgd"), alloc_at_100("berth")) else {
+        return;
+    };
+    eprintln!("openb default, seed 42, 100 % arrived: fgd {fgd:.2} %, berth {berth:.2} %");
+    assert!(berth >= fgd, "berth {berth:.2} % < fgd {fgd:.2} %");
+    assert!(
+        berth >= PAPER_FGD_ALLOC_PCT - 1.0,
+        "berth {berth:.2} % is more than 1 pp under the paper's FGD {PAPER_FGD_ALLOC_PCT} %"
+    );
+}
+
+/// FGD reproduces the paper within 1 pp at 100 % arrived on one seed.
+#[test]
+#[ignore = "fails today: Berth's FGD gives 94.11 % on seed 42 (94.28 % over 10 seeds), the paper 95.23 %; the remaining gap is not explained yet"]
+fn fgd_matches_the_paper() {
+    let Some(fgd) = alloc_at_100("fgd") else {
+        return;
+    };
+    assert!(
+        (fgd - PAPER_FGD_ALLOC_PCT).abs() <= 1.0,
+        "fgd {fgd:.2} % is not within 1 pp of the paper's {PAPER_FGD_ALLOC_PCT} %"
+    );
 }

@@ -525,7 +525,7 @@ fn bad_input_is_an_error() {
     let t = tasks_of(
         1,
         0,
-        &[shape(1000, 1, GpuDemand::None); 2],
+        &vec![shape(1000, 1, GpuDemand::None); 2],
         Constraints::default(),
         false,
     );

@@ -45,10 +45,6 @@ impl Columns {
         v
     }
 
-    pub fn len(&self) -> usize {
-        self.vars.len()
-    }
-
     pub fn into_parts(self) -> (ProblemVariables, ColumnIndex) {
         (self.vars, self.index)
     }
@@ -83,7 +79,9 @@ pub(crate) enum RunStatus {
 #[derive(Clone, Debug)]
 pub(crate) struct RunResult {
     pub status: RunStatus,
-    /// Objective of the incumbent (when there is one).
+    /// Objective of the incumbent (when there is one). Callers recompute the objective of the
+    /// plan they build; this is HiGHS' own figure, checked by the tests.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub objective: f64,
     /// The best proven bound on the objective (a minimisation: objective >= bound).
     pub dual_bound: f64,
