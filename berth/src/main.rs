@@ -32,6 +32,9 @@ enum Command {
     /// Run the solver offline: fragmentation experiment, placement, bounds.
     #[command(subcommand)]
     Solve(cmd::solve::SolveCmd),
+    /// EC2 pools: what the instance-mix optimiser would buy for a pending demand.
+    #[command(subcommand)]
+    Pool(cmd::pool::PoolCmd),
     /// Run the control plane (API, store, controller); `--local` adds an agent on local Docker.
     #[cfg(feature = "runtime")]
     Serve(cmd::runtime::ServeArgs),
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Sim(c) => cmd::sim::run(c),
         Command::Trace(c) => cmd::trace::run(c),
         Command::Solve(c) => cmd::solve::run(c),
+        Command::Pool(c) => cmd::pool::run(c),
         #[cfg(feature = "runtime")]
         Command::Serve(a) => cmd::runtime::serve(a),
         #[cfg(feature = "runtime")]

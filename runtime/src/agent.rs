@@ -54,6 +54,8 @@ pub struct AgentConfig {
     pub name: String,
     pub zone: String,
     pub instance_type: String,
+    /// The cloud instance this host is (`--instance-id`, EC2 user data passes it).
+    pub instance_id: Option<String>,
     /// Zero fields are taken from the host.
     pub capacity: Resources,
     /// Where the log endpoint listens (port 0: any).
@@ -72,6 +74,7 @@ impl AgentConfig {
             name: name.to_string(),
             zone: "local".into(),
             instance_type: "local".into(),
+            instance_id: None,
             capacity: Resources::ZERO,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir,
@@ -365,6 +368,7 @@ impl Shared {
             instance_type: self.config.instance_type.clone(),
             url: self.url.clone(),
             tasks: self.known_tasks(),
+            instance_id: self.config.instance_id.clone(),
         };
         let resp = self.post("/v1/agent/register", &req).await?;
         if !resp.status().is_success() {

@@ -142,6 +142,10 @@ pub struct RegisterRequest {
     pub url: String,
     /// Tasks whose containers exist on the host (running, or exited and not yet reported).
     pub tasks: Vec<TaskId>,
+    /// The cloud instance the agent runs on (EC2 `i-…`), so the controller matches it with
+    /// the instance it provisioned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

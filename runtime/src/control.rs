@@ -15,10 +15,13 @@ use crate::api_types::{
     AgentCommand, ApiError, CommandBatch, DryPlacement, DryRun, DryUnplaced, Explain, ReasonCount,
     RegisterRequest, RegisterResponse, Report, ScaleRequest, SubmitResponse,
 };
+use crate::cloud::{CloudCommand, CloudReport, ProvisionRequest};
 use crate::metrics::Metrics;
 use crate::store::{enum_name, Store};
 use berth_solver::catalog::Catalog;
-use berth_solver::controller::{Command, Controller, ControllerConfig, Event, JobState};
+use berth_solver::controller::{
+    Command, Controller, ControllerConfig, Event, InstanceId, JobState, RequestId,
+};
 use berth_solver::job::JobKind;
 use berth_solver::{
     ClusterSpec, JobId, JobSpec, NodeAttributes, NodeId, NodeSpec, Placer, TaskId, TaskRequest,
@@ -46,6 +49,12 @@ pub struct ControlConfig {
     pub heartbeat_timeout_ms: u64,
     /// How often agent liveness is checked.
     pub liveness_interval_ms: u64,
+    /// The cloud driver (EC2 pools), when pools are configured: provisioning and termination
+    /// commands go there, in order; without one they are only logged.
+    pub cloud: Option<mpsc::Sender<CloudCommand>>,
+    /// EC2 pools: `serve::start` fills the controller's pools from it and starts the driver.
+    #[cfg(feature = "ec2")]
+    pub ec2: Option<crate::ec2::Ec2Config>,
 }
 
 impl Default for ControlConfig {
@@ -55,6 +64,9 @@ impl Default for ControlConfig {
             seed: 7,
             heartbeat_timeout_ms: 10_000,
             liveness_interval_ms: 500,
+            cloud: None,
+            #[cfg(feature = "ec2")]
+            ec2: None,
         }
     }
 }
@@ -76,6 +88,8 @@ pub enum Msg {
     NodeUrl(u32, Reply<String>),
     Metrics(Reply<String>),
     Ready(Reply<()>),
+    /// What the cloud driver found out (no reply).
+    Cloud(CloudReport),
 }
 
 /// A handle on the actor: how the HTTP layer talks to it.
@@ -95,6 +109,22 @@ impl ControlHandle {
         rx.await
             .map_err(|_| ApiError::unavailable("the control plane dropped the request"))?
     }
+
+    /// Sends a message that has no reply.
+    pub async fn tell(&self, msg: Msg) -> Result<(), ApiError> {
+        self.tx
+            .send(msg)
+            .await
+            .map_err(|_| ApiError::unavailable("the control plane is shutting down"))
+    }
+}
+
+/// A provisioning request the controller still waits for (driver-side bookkeeping, rebuilt
+/// by replay): what is still owed, what was reported, when it was issued.
+struct InFlight {
+    req: ProvisionRequest,
+    launched: Vec<InstanceId>,
+    issued_ms: u64,
 }
 
 struct JobInfo {
@@ -172,6 +202,11 @@ struct Actor {
     failed: Option<String>,
     metrics: Arc<Metrics>,
     events: broadcast::Sender<String>,
+    in_flight: BTreeMap<RequestId, InFlight>,
+    /// The pool of every instance the controller provisioned (for the agent's registration).
+    instance_pool: BTreeMap<InstanceId, String>,
+    /// Instances already reported interrupted.
+    interrupted: BTreeSet<InstanceId>,
 }
 
 fn wall_ms() -> u64 {
@@ -213,6 +248,9 @@ pub fn spawn(
         failed: None,
         metrics,
         events: events.clone(),
+        in_flight: BTreeMap::new(),
+        instance_pool: BTreeMap::new(),
+        interrupted: BTreeSet::new(),
     };
     actor.replay()?;
     let (tx, rx) = mpsc::channel(ACTOR_QUEUE_MAX);
@@ -242,6 +280,22 @@ impl Actor {
         // Nodes alive at the crash get a heartbeat-timeout's grace to re-register.
         for &n in &self.live_nodes {
             self.sessions.insert(n, Session::new(String::new(), now));
+        }
+        // Requests issued before the restart and not fully reported: the cloud driver adopts
+        // what they launched, or issues them again with the same client token.
+        let provision_ms = self.config.controller.timeouts.provision_ms;
+        let recover: Vec<(ProvisionRequest, Vec<InstanceId>)> = self
+            .in_flight
+            .values()
+            .filter(|f| f.issued_ms + provision_ms > now)
+            .map(|f| (f.req.clone(), f.launched.clone()))
+            .collect();
+        if !recover.is_empty() {
+            tracing::info!(
+                requests = recover.len(),
+                "recovering in-flight provisioning requests"
+            );
+            self.send_cloud(CloudCommand::Recover(recover));
         }
         tracing::info!(
             events = n,
@@ -275,6 +329,27 @@ impl Actor {
             Event::NodeLost { node } => {
                 self.live_nodes.remove(node);
                 self.sessions.remove(node);
+            }
+            Event::InstanceLaunched { request, instance } => {
+                if let Some(f) = self.in_flight.get_mut(request) {
+                    if !f.launched.contains(instance) && f.req.count > 0 {
+                        f.req.count -= 1;
+                        f.launched.push(instance.clone());
+                        self.instance_pool
+                            .insert(instance.clone(), f.req.pool.clone());
+                    }
+                    if f.req.count == 0 {
+                        self.in_flight.remove(request);
+                    }
+                }
+            }
+            Event::InstanceLaunchFailed { request, count, .. } => {
+                if let Some(f) = self.in_flight.get_mut(request) {
+                    f.req.count = f.req.count.saturating_sub(*count);
+                    if f.req.count == 0 {
+                        self.in_flight.remove(request);
+                    }
+                }
             }
             _ => {}
         }
@@ -426,17 +501,94 @@ impl Actor {
                     }
                 }
                 Command::WakeAt { at_ms } => self.wake_at = Some(*at_ms),
-                Command::ProvisionInstances { pool, .. } => {
-                    // EC2 pools are not part of this runtime yet: no pools are configured, so
-                    // the controller never asks; say so loudly if it does.
-                    tracing::warn!(
-                        pool,
-                        "provisioning requested but no cloud driver is configured"
+                Command::ProvisionInstances {
+                    request,
+                    pool,
+                    instance_type,
+                    zone,
+                    count,
+                } => {
+                    let req = ProvisionRequest {
+                        request: *request,
+                        pool: pool.clone(),
+                        instance_type: instance_type.clone(),
+                        zone: zone.clone(),
+                        count: *count,
+                    };
+                    self.in_flight.insert(
+                        *request,
+                        InFlight {
+                            req: req.clone(),
+                            launched: Vec::new(),
+                            issued_ms: now_ms,
+                        },
                     );
+                    if live {
+                        self.send_cloud(CloudCommand::Provision(req));
+                    }
                 }
-                Command::TerminateInstance { instance, .. } => {
-                    tracing::warn!(%instance, "termination requested but no cloud driver is configured");
+                Command::TerminateInstance { instance, reason } => {
+                    if live {
+                        tracing::info!(%instance, reason = %enum_name(reason), "terminating instance");
+                        self.send_cloud(CloudCommand::Terminate(instance.clone()));
+                    }
                 }
+            }
+        }
+    }
+
+    fn send_cloud(&self, cmd: CloudCommand) {
+        match &self.config.cloud {
+            // A full queue loses the command: the controller's provision timeout (or the next
+            // reconcile, for a termination) makes up for it.
+            Some(tx) => {
+                if let Err(e) = tx.try_send(cmd) {
+                    tracing::error!(error = %e, "cloud driver queue full or closed; command dropped");
+                }
+            }
+            None => tracing::warn!(?cmd, "cloud command but no cloud driver is configured"),
+        }
+    }
+
+    /// A listing of the cluster's instances: adopts those of requests the controller waits
+    /// for, reports spot reclaims, then lets the controller reconcile (vanished instances are
+    /// lost, strangers terminated).
+    fn cloud_report(&mut self, report: CloudReport) {
+        match report {
+            CloudReport::Events(events) => {
+                for ev in events {
+                    let _ = self.step(ev);
+                }
+            }
+            CloudReport::Listed(list) => {
+                for i in &list {
+                    let Some(request) = i.request else { continue };
+                    let owed = self
+                        .in_flight
+                        .get(&request)
+                        .is_some_and(|f| !f.launched.contains(&i.id));
+                    if i.alive && owed {
+                        let _ = self.step(Event::InstanceLaunched {
+                            request,
+                            instance: i.id.clone(),
+                        });
+                    }
+                }
+                for i in &list {
+                    if i.interrupted && self.interrupted.insert(i.id.clone()) {
+                        let terminate_at_ms = self.now();
+                        let _ = self.step(Event::InstanceInterrupted {
+                            instance: i.id.clone(),
+                            terminate_at_ms,
+                        });
+                    }
+                }
+                let alive: BTreeSet<&InstanceId> =
+                    list.iter().filter(|i| i.alive).map(|i| &i.id).collect();
+                self.interrupted.retain(|i| list.iter().any(|l| &l.id == i));
+                let _ = self.step(Event::ReconcileInstances {
+                    instances: alive.into_iter().cloned().collect(),
+                });
             }
         }
     }
@@ -551,6 +703,7 @@ impl Actor {
             Msg::Metrics(r) => {
                 let _ = r.send(Ok(self.render_metrics()));
             }
+            Msg::Cloud(report) => self.cloud_report(report),
             Msg::Ready(r) => {
                 let _ = r.send(match &self.failed {
                     Some(f) => Err(ApiError::unavailable(format!("store failed: {f}"))),
@@ -784,6 +937,11 @@ impl Actor {
             Some(n) => n,
             None => {
                 let id = NodeId(self.next_node);
+                let instance = req.instance_id.clone().map(InstanceId);
+                let pool = instance
+                    .as_ref()
+                    .and_then(|i| self.instance_pool.get(i).cloned())
+                    .unwrap_or_default();
                 let spec = NodeSpec {
                     id,
                     name: req.name.clone(),
@@ -792,13 +950,13 @@ impl Actor {
                     attributes: NodeAttributes {
                         zone: req.zone.clone(),
                         instance_type: req.instance_type.clone(),
-                        pool: String::new(),
+                        pool,
                         labels: BTreeMap::new(),
                     },
                 };
                 self.step(Event::NodeReady {
                     node: spec,
-                    instance: None,
+                    instance,
                 })?;
                 id
             }

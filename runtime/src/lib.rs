@@ -10,15 +10,20 @@
 //! - [`metrics`]: Prometheus text metrics.
 //! - [`client`]: the HTTP client the CLI uses.
 //! - [`serve`]: wiring: `berth serve [--local]`.
+//! - [`cloud`]: the seam between the actor and a cloud driver (no SDK types).
+//! - `ec2` (feature `ec2`): EC2 pools through aws-sdk-ec2: config, calls, driver task.
 //!
-//! This crate is the only one that knows HTTP, JSON DTOs and Docker; every decision comes from
+//! This crate is the only one that knows HTTP, JSON DTOs, EC2 and Docker; every decision comes from
 //! `berth_solver::controller`.
 
 pub mod agent;
 pub mod api_types;
 pub mod client;
+pub mod cloud;
 pub mod control;
 pub mod docker;
+#[cfg(feature = "ec2")]
+pub mod ec2;
 pub mod metrics;
 pub mod serve;
 pub mod server;

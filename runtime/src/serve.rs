@@ -69,8 +69,31 @@ impl Running {
 pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir)?);
     let metrics = Arc::new(Metrics::default());
-    let (handle, _actor) = control::spawn(config.control.clone(), store.clone(), metrics.clone())
+    #[allow(unused_mut)]
+    let mut control = config.control.clone();
+    #[cfg(feature = "ec2")]
+    let cloud_rx = match &control.ec2 {
+        Some(ec2) => {
+            if control.controller.pools.is_empty() {
+                control.controller.pools = ec2.pool_specs(berth_solver::catalog::Catalog::ec2());
+            }
+            let (tx, rx) = tokio::sync::mpsc::channel(crate::cloud::CLOUD_QUEUE_MAX);
+            control.cloud = Some(tx);
+            Some(rx)
+        }
+        None => None,
+    };
+    let (handle, _actor) = control::spawn(control.clone(), store.clone(), metrics.clone())
         .map_err(ServeError::Control)?;
+    #[cfg(feature = "ec2")]
+    if let (Some(ec2), Some(rx)) = (control.ec2.clone(), cloud_rx) {
+        let pools = Arc::new(crate::ec2::Ec2Pools::connect(ec2, control.seed).await);
+        pools
+            .ensure_launch_templates()
+            .await
+            .map_err(|e| ServeError::Control(format!("EC2 pools: {e}")))?;
+        crate::ec2::driver::spawn(pools, rx, handle.clone());
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Listen {

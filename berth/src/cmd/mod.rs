@@ -1,3 +1,4 @@
+pub mod pool;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 pub mod sim;

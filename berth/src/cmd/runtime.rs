@@ -48,6 +48,15 @@ pub struct ServeArgs {
     /// Name of the local agent (--local).
     #[arg(long, default_value = "local")]
     agent_name: String,
+    /// EC2 pools file: the controller provisions and terminates instances through EC2
+    /// (credentials from the standard AWS chain).
+    #[cfg(feature = "ec2")]
+    #[arg(long)]
+    pools: Option<PathBuf>,
+    /// EC2 endpoint URL (overrides the pools file's `endpoint_url`; e.g. moto on loopback).
+    #[cfg(feature = "ec2")]
+    #[arg(long, env = "BERTH_EC2_ENDPOINT")]
+    ec2_endpoint: Option<String>,
 }
 
 #[derive(Args)]
@@ -67,6 +76,9 @@ pub struct AgentArgs {
     zone: String,
     #[arg(long, default_value = "local")]
     instance_type: String,
+    /// The cloud instance this host is (EC2 `i-…`; the pool's user data passes it).
+    #[arg(long)]
+    instance_id: Option<String>,
     /// CPU to offer, in milli-cores (default: the host's).
     #[arg(long, default_value_t = 0)]
     cpu_milli: u64,
@@ -225,6 +237,18 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         ..ControlConfig::default()
     };
     control.controller.kill_grace_ms = a.kill_grace_ms;
+    #[cfg(feature = "ec2")]
+    if let Some(path) = &a.pools {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut ec2 =
+            berth_runtime::ec2::Ec2Config::from_toml(&text, berth_solver::catalog::Catalog::ec2())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if let Some(url) = &a.ec2_endpoint {
+            ec2.endpoint_url = Some(url.clone());
+        }
+        control.ec2 = Some(ec2);
+    }
     let config = ServeConfig {
         listen: a.listen,
         data_dir: a.data.clone(),
@@ -256,6 +280,7 @@ pub fn agent(a: AgentArgs) -> Result<ExitCode> {
     let mut c = AgentConfig::new(&a.server, &a.token, &a.name, a.data);
     c.zone = a.zone;
     c.instance_type = a.instance_type;
+    c.instance_id = a.instance_id;
     c.capacity = Resources::new(a.cpu_milli, a.mem_mib, 0, 0);
     c.listen = a.listen;
     c.isolation.network_prefix = a.network_prefix;
