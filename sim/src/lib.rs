@@ -5,26 +5,30 @@
 //!   (errors name the file, the field path and the line);
 //! - [`run_scenario`]: one run, with a progress callback, returning a [`SimReport`];
 //! - [`run_scenario_to`]: the same, writing `series.csv`, `nodes.csv`, `tasks.csv` and
-//!   `report.json` to a folder;
+//!   `report.json` to a folder (and their Parquet copies with the feature `parquet`);
+//! - [`html::render`]: a self-contained HTML report (inline SVG plots) of a run's folder;
 //! - [`sweep`]: a grid of variants run in parallel (rayon), with [`comparison_table`];
+//!   [`sweep_to`] writes each variant's outputs and a `sweep.csv` summary;
 //! - [`gate`]: compare a run's SLA figures with a baseline (`berth sim gate`).
 //!
 //! Module map: [`scenario`] (the file format), [`workload`] (traces and transforms into job
 //! arrivals), `engine` (event queue, the simulated world and its faults), [`metrics`],
-//! [`report`].
+//! [`report`], [`tables`] (column types, CSV reading, Parquet), [`html`].
 
 mod engine;
 pub mod gate;
+pub mod html;
 pub mod metrics;
 pub mod report;
 pub mod scenario;
 pub mod sweep;
+pub mod tables;
 pub mod workload;
 
 pub use engine::{Fnv64, SPOT_NOTICE_MS};
 pub use report::{comparison_table, SimReport, TierFigures};
 pub use scenario::{Scenario, ScenarioError, DEFAULT_SCENARIO_TOML};
-pub use sweep::{sweep, SweepSpec};
+pub use sweep::{sweep, sweep_to, SweepSpec, VariantParams};
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +41,8 @@ pub enum SimError {
     Trace(#[from] berth_traces::TraceError),
     #[error("controller: {0}")]
     Controller(#[from] berth_solver::controller::ControllerError),
+    #[error("{path}: writing Parquet: {message}")]
+    Parquet { path: PathBuf, message: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -70,11 +76,18 @@ pub fn run_scenario(
     engine::run(s, None, progress)
 }
 
-/// Runs a scenario and writes its CSV files and `report.json` to `out_dir`.
+/// Runs a scenario and writes its CSV files and `report.json` to `out_dir`, and with the
+/// feature `parquet` the same tables as `series.parquet`, `nodes.parquet`, `tasks.parquet`.
 pub fn run_scenario_to(
     s: &Scenario,
     out_dir: &Path,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<SimReport, SimError> {
-    engine::run(s, Some(out_dir), progress)
+    let report = engine::run(s, Some(out_dir), progress)?;
+    #[cfg(feature = "parquet")]
+    tables::write_run_parquet(out_dir)?;
+    Ok(report)
 }
+
+/// Whether this build writes Parquet files (feature `parquet`).
+pub const WRITES_PARQUET: bool = cfg!(feature = "parquet");

@@ -58,6 +58,12 @@ pub struct FaultCounts {
 struct Live {
     accepted_ms: u64,
     started_ms: Option<u64>,
+    /// What an open task's row at the horizon needs (job, slot, attempt, tier, submission).
+    job: JobId,
+    slot: u32,
+    attempt: u32,
+    tier: Option<Tier>,
+    submit_ms: Option<u64>,
 }
 
 /// Accumulated measurements.
@@ -135,11 +141,17 @@ impl Metrics {
                 if r.attempt > 0 {
                     self.retries += 1;
                 }
+                let job = index.get(&r.job).map(|&i| &jobs[i]);
                 self.live.insert(
                     r.task,
                     Live {
                         accepted_ms: now,
                         started_ms: None,
+                        job: r.job,
+                        slot: r.slot,
+                        attempt: r.attempt,
+                        tier: job.map(|j| j.spec.tier),
+                        submit_ms: job.map(|j| j.submit_ms),
                     },
                 );
             }
@@ -334,8 +346,23 @@ pub(crate) fn finish(e: &mut Engine<'_>, source: &str) -> Result<SimReport, SimE
     open.sort_by_key(|(t, _)| **t);
     if let Some(w) = m.tasks_out.as_mut() {
         for (t, l) in open {
+            let submit = l.submit_ms.unwrap_or(l.accepted_ms);
             let start = l.started_ms.map_or(String::new(), |s| s.to_string());
-            let _ = writeln!(w, "{},,,,,{},{},,open,,,,", t.0, l.accepted_ms, start);
+            let wait = l
+                .started_ms
+                .map_or(String::new(), |s| s.saturating_sub(submit).to_string());
+            let _ = writeln!(
+                w,
+                "{},{},{},{},{},{},{},,open,{},,,",
+                t.0,
+                l.job.0,
+                l.slot,
+                l.attempt,
+                l.tier.map_or("", |t| t.as_str()),
+                submit,
+                start,
+                wait
+            );
         }
         w.flush().map_err(|err| SimError::Io {
             path: "tasks.csv".into(),
