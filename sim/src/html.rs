@@ -213,10 +213,7 @@ pub fn line_chart(
     }
     let x_max = nice_max(x_max);
     let y_max = y_max.unwrap_or_else(|| nice_max(y_hi));
-    let (pw, ph) = (
-        CHART_W - MARGIN_L - MARGIN_R,
-        CHART_H - MARGIN_T - MARGIN_B,
-    );
+    let (pw, ph) = (CHART_W - MARGIN_L - MARGIN_R, CHART_H - MARGIN_T - MARGIN_B);
     let sx = |x: f64| MARGIN_L + (x / x_max).clamp(0.0, 1.0) * pw;
     let sy = |y: f64| MARGIN_T + ph - (y / y_max).clamp(0.0, 1.0) * ph;
     let mut s = String::new();
@@ -415,8 +412,7 @@ pub fn render(report: &SimReport, d: &RunData) -> String {
                 v.gpu_idle_on_partial_nodes_milli as f64 / 1000.0
             }),
             series_line("free (all)", s, |v| {
-                (v.gpu_capacity_milli - v.gpu_alloc_milli.min(v.gpu_capacity_milli)) as f64
-                    / 1000.0
+                (v.gpu_capacity_milli - v.gpu_alloc_milli.min(v.gpu_capacity_milli)) as f64 / 1000.0
             }),
         ],
         None,
@@ -609,9 +605,12 @@ mod tests {
                 zone: "a".into(),
                 nodes: 2,
             }],
-            waits_ms: [("critical".to_string(), vec![0, 1000]), ("flex".into(), vec![5])]
-                .into_iter()
-                .collect(),
+            waits_ms: [
+                ("critical".to_string(), vec![0, 1000]),
+                ("flex".into(), vec![5]),
+            ]
+            .into_iter()
+            .collect(),
         };
         let html = render(&r, &d);
         for view in [

@@ -3,9 +3,9 @@
 
 use crate::report::SimReport;
 use crate::scenario::Scenario;
+use crate::tables::ColumnKind;
 use crate::SimError;
 use berth_solver::controller::QueuePolicy;
-use crate::tables::ColumnKind;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;

@@ -72,10 +72,11 @@ fn read_demand(path: &PathBuf) -> Result<DemandDoc> {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let de = toml::Deserializer::new(&text);
     serde_path_to_error::deserialize(de).map_err(|e| {
+        let at = e.path().to_string();
         anyhow::anyhow!(
             "{}: {}: {}",
             path.display(),
-            e.path(),
+            at,
             e.into_inner().message().trim()
         )
     })

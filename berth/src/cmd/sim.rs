@@ -18,13 +18,15 @@ pub enum SimCmd {
         berth sim run\n  \
         berth sim run sim/scenarios/openb-replay.toml --out out/openb\n  \
         berth sim run sim/scenarios/wagap-2013-easy.toml --json > report.json\n  \
+        berth sim run --out out/default --report out/default.html\n  \
         berth sim run --seed 7 --placement fgd")]
     Run(RunArgs),
     /// Run a grid of variants of one scenario in parallel and print one comparison table.
     #[command(after_help = "Examples:\n  \
         berth sim sweep --placements best_fit,fgd,berth --rate-scales 1,1.5,2\n  \
         berth sim sweep sim/scenarios/default.toml --pool-size-factors 0.5,1,2 --queues fcfs,berth\n  \
-        berth sim sweep my.toml --grid grid.toml --json > sweep.json")]
+        berth sim sweep my.toml --grid grid.toml --json > sweep.json\n  \
+        berth sim sweep --placements best_fit,fgd --pool-size-factors 0.5,1 --out out/sweep")]
     Sweep(SweepArgs),
     /// Run a scenario and compare its SLA figures with a baseline: exits 1 when a figure got
     /// worse than the tolerance allows, 0 otherwise, 2 on an error. Put it in your CI.
@@ -51,9 +53,13 @@ pub struct RunArgs {
     /// Override the queue policy: fcfs, easy or berth.
     #[arg(long)]
     pub queue: Option<String>,
-    /// Write series.csv, nodes.csv, tasks.csv and report.json to this folder.
+    /// Write series.csv, nodes.csv, tasks.csv and report.json to this folder, and the tables
+    /// again as series.parquet, nodes.parquet, tasks.parquet.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Write a self-contained HTML report (summary and plots as inline SVG) to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -88,6 +94,10 @@ pub struct SweepArgs {
     /// Print every report as JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Write each variant's outputs (as `sim run --out`) to a subfolder of this folder, and a
+    /// summary table of all variants as sweep.csv and sweep.parquet.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -174,10 +184,26 @@ fn run_one(a: RunArgs) -> Result<ExitCode> {
         s.policy.queue = queue_policy(&q)?;
     }
     let mut progress = progress_line(a.quiet || a.json);
-    let report = match &a.out {
+    // The HTML report is drawn from a run's folder: `--out`, or a temporary one.
+    let temp_out = match (&a.out, &a.report) {
+        (None, Some(_)) => {
+            Some(std::env::temp_dir().join(format!("berth-sim-report-{}", std::process::id())))
+        }
+        _ => None,
+    };
+    let out = a.out.clone().or_else(|| temp_out.clone());
+    let report = match &out {
         Some(dir) => run_scenario_to(&s, dir, &mut progress)?,
         None => run_scenario(&s, &mut progress)?,
     };
+    if let (Some(path), Some(dir)) = (&a.report, &out) {
+        let data = berth_sim::html::RunData::load(dir)?;
+        std::fs::write(path, berth_sim::html::render(&report, &data))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(dir) = &temp_out {
+        std::fs::remove_dir_all(dir).ok();
+    }
     if !a.quiet && !a.json && std::io::stderr().is_terminal() {
         eprintln!();
     }
@@ -187,9 +213,17 @@ fn run_one(a: RunArgs) -> Result<ExitCode> {
         print!("{}", report.render_table());
         if let Some(dir) = &a.out {
             println!(
-                "\nwrote series.csv, nodes.csv, tasks.csv, report.json to {}",
+                "\nwrote series, nodes, tasks (.csv{}), report.json to {}",
+                if berth_sim::WRITES_PARQUET {
+                    ", .parquet"
+                } else {
+                    ""
+                },
                 dir.display()
             );
+        }
+        if let Some(path) = &a.report {
+            println!("wrote the HTML report to {}", path.display());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -221,13 +255,19 @@ fn sweep(a: SweepArgs) -> Result<ExitCode> {
             .placement_policy()
             .with_context(|| format!("placement `{p}`"))?;
     }
+    let run = || -> Result<_> {
+        Ok(match &a.out {
+            Some(dir) => berth_sim::sweep_to(&base, &spec, dir)?,
+            None => berth_sim::sweep(&base, &spec),
+        })
+    };
     let results = match a.threads {
         Some(n) => rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))
             .build()
             .context("starting the worker threads")?
-            .install(|| berth_sim::sweep(&base, &spec)),
-        None => berth_sim::sweep(&base, &spec),
+            .install(run)?,
+        None => run()?,
     };
     let mut ok = Vec::new();
     let mut failed = 0;
@@ -248,6 +288,17 @@ fn sweep(a: SweepArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", comparison_table(&ok));
+        if let Some(dir) = &a.out {
+            println!(
+                "\nwrote one folder per variant and sweep.csv{} to {}",
+                if berth_sim::WRITES_PARQUET {
+                    ", sweep.parquet"
+                } else {
+                    ""
+                },
+                dir.display()
+            );
+        }
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
