@@ -742,3 +742,101 @@ async fn simulator_and_runtime_make_the_same_provisioning_choices() {
     assert_eq!(sim_reqs, runtime_reqs);
     drop(moto);
 }
+
+/// An instance that never registers as an agent within `timeouts.boot_ms` is terminated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_never_registers_is_terminated() {
+    let moto = start_moto().await;
+    let ec2 = ec2_config(POOLS, "boot", &moto.url);
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut ctl = controller_config(&ec2);
+    ctl.timeouts.boot_ms = 1_000;
+    let (plane, _) = start_plane(data.path(), &ec2, ctl, true).await;
+    submit(&plane.handle, job("one", 1, 1_500, 6_000)).await;
+    let first = wait_for("an instance", Duration::from_secs(30), async || {
+        alive(&plane.pools).await.into_iter().next()
+    })
+    .await;
+    wait_for("its termination", Duration::from_secs(15), async || {
+        let l = alive(&plane.pools).await;
+        (!l.iter().any(|i| i.id == first.id)).then_some(())
+    })
+    .await;
+    plane.crash();
+}
+
+/// An instance that vanishes behind Berth's back (terminated in the console): the reconcile
+/// loop notices, its node is lost with its task, and the task's replacement gets a new instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_instance_is_noticed_and_replaced() {
+    let moto = start_moto().await;
+    let ec2 = ec2_config(POOLS, "vanish", &moto.url);
+    let data = tempfile::tempdir().expect("tempdir");
+    let (plane, _) = start_plane(data.path(), &ec2, controller_config(&ec2), true).await;
+    let h = plane.handle.clone();
+    let spec: JobSpec = serde_json::from_value(serde_json::json!({
+        "name": "svc",
+        "service": { "min": 1, "desired": 1, "max": 1 },
+        "task": { "cpu_milli": 1500, "mem_mib": 6000 },
+        "container": { "image": "local/none:1" }
+    }))
+    .expect("spec");
+    submit(&h, spec).await;
+    let first = wait_for("an instance", Duration::from_secs(30), async || {
+        alive(&plane.pools).await.into_iter().next()
+    })
+    .await;
+    register(&h, &first).await;
+    wait_for("the task launched", Duration::from_secs(10), async || {
+        (!launched_on(&h, &first.id.0).await.is_empty()).then_some(())
+    })
+    .await;
+    plane
+        .pools
+        .client()
+        .terminate_instances()
+        .instance_ids(first.id.0.clone())
+        .send()
+        .await
+        .expect("terminate behind Berth's back");
+    let second = wait_for(
+        "a replacement instance",
+        Duration::from_secs(30),
+        async || {
+            let _ = h.ask(|r| Msg::Heartbeat(first.id.0.clone(), r)).await;
+            alive(&plane.pools)
+                .await
+                .into_iter()
+                .find(|i| i.id != first.id)
+        },
+    )
+    .await;
+    assert_eq!(second.pool, "flex");
+    let store = SqliteStore::open(data.path()).expect("store");
+    let tasks = store
+        .list_tasks(&berth_runtime::store::TaskFilter::default())
+        .expect("tasks");
+    assert!(
+        tasks.iter().any(|t| t.reason.as_deref() == Some("lost")),
+        "the task on the vanished instance ended lost: {tasks:?}"
+    );
+    plane.crash();
+}
+
+/// A spot pool launches spot instances (CreateFleet with price-capacity-optimized).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spot_pool_launches_spot_instances() {
+    let moto = start_moto().await;
+    let text = POOLS.replace("max_nodes = 6", "max_nodes = 6\ncapacity_type = \"spot\"");
+    let ec2 = ec2_config(&text, "spot", &moto.url);
+    let data = tempfile::tempdir().expect("tempdir");
+    let (plane, _) = start_plane(data.path(), &ec2, controller_config(&ec2), true).await;
+    submit(&plane.handle, job("one", 1, 1_500, 6_000)).await;
+    let list = wait_for("an instance", Duration::from_secs(30), async || {
+        let l = alive(&plane.pools).await;
+        (!l.is_empty()).then_some(l)
+    })
+    .await;
+    assert!(list.iter().all(|i| i.spot), "{list:?}");
+    plane.crash();
+}

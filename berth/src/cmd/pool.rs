@@ -134,11 +134,7 @@ fn plan(a: PlanArgs) -> Result<ExitCode> {
         greedy_only: !a.milp,
         ..MixConfig::default()
     };
-    println!(
-        "prices: {} ({})",
-        catalog.region,
-        catalog.source.split(',').next().unwrap_or("")
-    );
+    println!("prices: {}: {}", catalog.region, catalog.source);
     for p in &pools {
         let req = MixRequest {
             demand: shapes.clone(),
