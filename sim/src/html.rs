@@ -339,11 +339,11 @@ pub fn render(report: &SimReport, d: &RunData) -> String {
         esc(&title),
         esc(&title)
     );
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<p class=\"note\">workload {}, seed {}, horizon {:.2} h, event-log hash <code>{}</code>. \
          Allocation is what placed tasks hold on nodes in service; utilisation what running \
-         containers hold; both over the capacity in service.</p>\n",
+         containers hold; both over the capacity in service.</p>",
         esc(&report.workload),
         report.seed,
         hours(report.horizon_ms),

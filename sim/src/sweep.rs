@@ -162,6 +162,9 @@ pub fn variant_dir(index: usize, name: &str) -> String {
     out
 }
 
+/// A variant's name and how its run went.
+pub type VariantResult = (String, Result<SimReport, SimError>);
+
 /// Runs every variant in parallel, writing each one's outputs to `out_dir/<variant_dir>/`
 /// (as [`crate::run_scenario_to`]), then `out_dir/sweep.csv` (columns [`SWEEP_COLUMNS`]) and,
 /// with the feature `parquet`, `sweep.parquet`. Results in grid order.
@@ -169,7 +172,7 @@ pub fn sweep_to(
     base: &Scenario,
     spec: &SweepSpec,
     out_dir: &Path,
-) -> Result<Vec<(String, Result<SimReport, SimError>)>, SimError> {
+) -> Result<Vec<VariantResult>, SimError> {
     std::fs::create_dir_all(out_dir).map_err(|e| SimError::io(out_dir, e))?;
     let grid: Vec<_> = spec
         .grid(base)

@@ -148,7 +148,7 @@ fn parquet_files_hold_the_csv_tables() {
 #[cfg(not(feature = "parquet"))]
 #[test]
 fn without_the_parquet_feature_only_csv_is_written() {
-    assert!(!berth_sim::WRITES_PARQUET);
+    const { assert!(!berth_sim::WRITES_PARQUET) };
     let dir = temp("no-parquet");
     run_scenario_to(&short(), &dir, &mut |_| {}).unwrap();
     assert!(dir.join("series.csv").exists());
