@@ -4,12 +4,9 @@
 //!
 //! `cargo bench -p berth-benches --bench place`
 
+use berth_benches::fixtures::{half_full, openb_dir, openb_nodes, openb_pods, shapes};
 use berth_solver::experiment::{self, ExperimentConfig};
-use berth_solver::{
-    ClusterSpec, ClusterView, GpuDemand, GpuModel, JobId, NodeAttributes, NodeGpus, NodeId,
-    NodeSpec, Placer, Policy, Resources, TaskId, TaskRequest, TaskShape, TaskTypes, TypeKey,
-};
-use berth_traces::{alibaba_gpu, ImportOptions};
+use berth_solver::{ClusterView, JobId, Placer, Policy, TaskId, TaskRequest};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -25,69 +22,6 @@ const POLICIES: [&str; 8] = [
     "fgd",
     "berth",
 ];
-
-/// A synthetic cluster: 3 zones; 8-GPU, 4-GPU, 2-GPU and CPU-only nodes.
-fn cluster(nodes: usize) -> ClusterSpec {
-    let kinds = [
-        (96_000, 393_216, 8u8, "G2"),
-        (104_000, 524_288, 2, "T4"),
-        (32_000, 131_072, 4, "V100M16"),
-        (64_000, 262_144, 0, ""),
-    ];
-    ClusterSpec::from_nodes((0..nodes).map(|i| {
-        let (cpu, mem, gpus, model) = kinds[i % kinds.len()];
-        NodeSpec {
-            id: NodeId(0),
-            name: format!("n{i}"),
-            capacity: Resources::new(cpu, mem, 0, 0),
-            gpus: (gpus > 0).then(|| NodeGpus {
-                count: gpus,
-                model: GpuModel::new(model),
-            }),
-            attributes: NodeAttributes {
-                zone: ["a", "b", "c"][i % 3].to_string(),
-                ..NodeAttributes::default()
-            },
-        }
-    }))
-}
-
-/// An openb-like task mix.
-fn shapes() -> Vec<TaskShape> {
-    let s = |cpu, mem, gpu| TaskShape::new(Resources::new(cpu, mem, 0, 0)).with_gpu(gpu);
-    vec![
-        s(6000, 12_288, GpuDemand::Milli(460)),
-        s(4000, 8192, GpuDemand::Milli(250)),
-        s(8000, 30_000, GpuDemand::Milli(500)),
-        s(12_000, 16_384, GpuDemand::Whole(1)),
-        s(16_000, 65_536, GpuDemand::Whole(2)),
-        s(2000, 4096, GpuDemand::None),
-        s(32_000, 131_072, GpuDemand::Whole(8)),
-    ]
-}
-
-/// A view of `nodes` nodes filled to about half with the task mix, and the typical types.
-fn half_full(nodes: usize) -> (ClusterView, TaskTypes) {
-    let spec = cluster(nodes);
-    let mut view = ClusterView::new(&spec);
-    let shapes = shapes();
-    let types = TaskTypes::from_shapes(shapes.iter(), 0.95, TypeKey::CpuGpu);
-    let mut placer = Placer::new(Policy::preset("random").unwrap()).unwrap();
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let mut i = 0u64;
-    while view.gpu_milli_used() * 2 < view.gpu_milli_total() {
-        let r = TaskRequest::new(
-            TaskId(i),
-            JobId(i),
-            shapes[i as usize % shapes.len()].clone(),
-        );
-        if let Ok(a) = placer.place_one(&view, &r, &mut rng) {
-            view.apply(&a);
-        }
-        i += 1;
-    }
-    (view, types)
-}
 
 fn one_decision(c: &mut Criterion) {
     for nodes in [1_000usize, 10_000] {
@@ -117,45 +51,14 @@ fn one_decision(c: &mut Criterion) {
     }
 }
 
-fn openb_dir() -> Option<std::path::PathBuf> {
-    let d = berth_traces::shared_traces_dir()?.join("alibaba-cluster-trace-gpu-v2023");
-    d.join("openb_pod_list_default.csv").is_file().then_some(d)
-}
-
-fn openb_pods(dir: &std::path::Path) -> Vec<TaskShape> {
-    let list = alibaba_gpu::pods(
-        &dir.join("openb_pod_list_default.csv"),
-        &ImportOptions::default(),
-    )
-    .unwrap();
-    list.pods
-        .iter()
-        .map(|p| {
-            TaskShape::new(Resources::new(p.cpu_milli, p.memory_mib, 0, 0))
-                .with_gpu(p.gpu().unwrap())
-                .with_gpu_models(p.gpu_models())
-        })
-        .collect()
-}
-
 fn openb(c: &mut Criterion) {
     let Some(dir) = openb_dir() else {
         eprintln!("SKIPPED openb benchmarks: trace not found (set BERTH_TRACES_DIR)");
         return;
     };
-    let pods = openb_pods(&dir);
-    let all_nodes = alibaba_gpu::import_nodes(
-        &dir.join("openb_node_list_all_node.csv"),
-        &ImportOptions::default(),
-    )
-    .unwrap()
-    .0;
-    let gpu_nodes = alibaba_gpu::import_nodes(
-        &dir.join("openb_node_list_gpu_node.csv"),
-        &ImportOptions::default(),
-    )
-    .unwrap()
-    .0;
+    let pods = openb_pods(&dir.join("openb_pod_list_default.csv"));
+    let all_nodes = openb_nodes(&dir.join("openb_node_list_all_node.csv"));
+    let gpu_nodes = openb_nodes(&dir.join("openb_node_list_gpu_node.csv"));
     let requests: Vec<TaskRequest> = pods
         .iter()
         .enumerate()

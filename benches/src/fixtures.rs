@@ -2,8 +2,8 @@
 //! trace when `../shared/traces` has it.
 
 use berth_solver::{
-    ClusterSpec, ClusterView, GpuDemand, GpuModel, JobId, NodeAttributes, NodeGpus, NodeId,
-    NodeSpec, Placer, Policy, Resources, TaskId, TaskRequest, TaskShape, TaskTypes, TypeKey,
+    Assignment, ClusterSpec, ClusterView, GpuDemand, GpuModel, GpuSlice, JobId, NodeAttributes,
+    NodeGpus, NodeId, NodeSpec, Resources, TaskId, TaskRequest, TaskShape, TaskTypes, TypeKey,
 };
 use berth_traces::{alibaba_gpu, ImportOptions};
 use rand_chacha::rand_core::SeedableRng;
@@ -50,26 +50,71 @@ pub fn shapes() -> Vec<TaskShape> {
     ]
 }
 
-/// A view of `nodes` nodes filled to about half with the task mix (randomly, seed 1), and the
-/// mix's typical task types.
+/// A view of `nodes` nodes filled to about half with the task mix, and the mix's typical task
+/// types. Filled node by node with assignments built directly (not through a placer, whose
+/// full scans would make this setup dominate an instruction count): node `i` takes the mix's
+/// shapes in turn, starting at `i`, until half its GPU (or, without GPUs, half its CPU) is taken.
 pub fn half_full(nodes: usize) -> (ClusterView, TaskTypes) {
     let spec = cluster(nodes);
     let mut view = ClusterView::new(&spec);
     let shapes = shapes();
     let types = TaskTypes::from_shapes(shapes.iter(), 0.95, TypeKey::CpuGpu);
-    let mut placer = Placer::new(Policy::preset("random").expect("preset")).expect("policy");
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let mut i = 0u64;
-    while view.gpu_milli_used() * 2 < view.gpu_milli_total() {
-        let r = TaskRequest::new(
-            TaskId(i),
-            JobId(i),
-            shapes[i as usize % shapes.len()].clone(),
-        );
-        if let Ok(a) = placer.place_one(&view, &r, &mut rng) {
-            view.apply(&a);
+    let mut task = 0u64;
+    for i in 0..nodes {
+        let node = NodeId(i as u32);
+        let cap = spec.nodes[i].capacity;
+        let gpu_total: u32 = 1000 * view.gpu_free(node).len() as u32;
+        for k in 0..shapes.len() * 4 {
+            let gpu_used: u32 = view
+                .gpu_free(node)
+                .iter()
+                .map(|f| 1000 - u32::from(*f))
+                .sum();
+            let half = if gpu_total > 0 {
+                gpu_used * 2 >= gpu_total
+            } else {
+                (cap.cpu_milli - view.free(node).cpu_milli) * 2 >= cap.cpu_milli
+            };
+            if half {
+                break;
+            }
+            let shape = &shapes[(i + k) % shapes.len()];
+            let free = view.gpu_free(node);
+            let gpus: Option<Vec<GpuSlice>> = match shape.gpu {
+                GpuDemand::None => Some(Vec::new()),
+                GpuDemand::Milli(m) => free.iter().position(|f| *f >= m).map(|d| {
+                    vec![GpuSlice {
+                        device: d as u8,
+                        milli: m,
+                    }]
+                }),
+                GpuDemand::Whole(w) => {
+                    let idle: Vec<GpuSlice> = free
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, f)| **f == 1000)
+                        .take(usize::from(w))
+                        .map(|(d, _)| GpuSlice {
+                            device: d as u8,
+                            milli: 1000,
+                        })
+                        .collect();
+                    (idle.len() == usize::from(w)).then_some(idle)
+                }
+            };
+            let Some(gpus) = gpus else { continue };
+            let a = Assignment {
+                task: TaskId(task),
+                job: JobId(task),
+                node,
+                resources: shape.resources,
+                gpus,
+                exclusive: false,
+            };
+            if view.try_apply(&a).is_ok() {
+                task += 1;
+            }
         }
-        i += 1;
     }
     (view, types)
 }
