@@ -18,13 +18,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// Which way is better.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Better {
-    Lower,
-    Higher,
-}
+/// Which way is better: the simulator gate's notion, shared.
+pub use berth_sim::gate::Better;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -145,11 +140,7 @@ pub fn quality_figures(openb: Option<&std::path::Path>) -> BTreeMap<String, Figu
     let s = berth_sim::Scenario::default_scenario();
     let r = berth_sim::run_scenario(&s, &mut |_| {}).expect("the default scenario runs");
     for (name, (v, def)) in berth_sim::gate::figures_of(&r) {
-        let better = match def.better {
-            berth_sim::gate::Better::Lower => Better::Lower,
-            berth_sim::gate::Better::Higher => Better::Higher,
-        };
-        q(format!("sim.default.{name}"), v, better);
+        q(format!("sim.default.{name}"), v, def.better);
     }
     out
 }
