@@ -44,6 +44,10 @@
 //! limit, HiGHS `mip_max_nodes`) instead of a tight time limit where reproducibility matters
 //! (the simulator); tests use generous limits on instances that solve to optimality.
 
+// Model building walks parallel arrays (nodes x devices x dimensions) by index, as the
+// formulation is written; iterator chains would hide which index is which.
+#![allow(clippy::needless_range_loop)]
+
 pub(crate) mod highs_run;
 
 pub use highs_run::relative_gap;
@@ -368,7 +372,7 @@ fn eligible(view: &ClusterView, policy: &Policy, t: &TaskRequest, node: NodeId) 
     }
     let attrs = &view.node(node).attributes;
     if let Some(pools) = policy.tier_pools.get(&t.tier).filter(|p| !p.is_empty()) {
-        if !pools.iter().any(|p| *p == attrs.pool) {
+        if !pools.contains(&attrs.pool) {
             return false;
         }
     }

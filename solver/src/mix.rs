@@ -629,6 +629,8 @@ pub fn fit_count(shape: &TaskShape, t: &InstanceType) -> u64 {
 }
 
 #[cfg(feature = "milp")]
+// Index loops over parallel arrays (shapes x types x zones), as the formulation is written.
+#[allow(clippy::needless_range_loop)]
 mod milp_model {
     use super::*;
     use crate::bounds::lp::device_share;

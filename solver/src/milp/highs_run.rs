@@ -106,19 +106,16 @@ pub(crate) fn run(problem: HighsProblem, options: &RunOptions, warm: Option<&[f6
         Err(e) => return fail(RunStatus::Error, format!("{e:?}")),
     };
     let threads = i32::try_from(options.threads.max(1)).unwrap_or(1);
-    let mut set = Vec::new();
-    set.push(
+    let mut set = vec![
         model
             .try_set_option("time_limit", options.time_limit_s.max(0.0))
             .is_ok(),
-    );
-    set.push(
         model
             .try_set_option("mip_rel_gap", options.mip_rel_gap.max(0.0))
             .is_ok(),
-    );
-    set.push(model.try_set_option("threads", threads).is_ok());
-    set.push(model.try_set_option("random_seed", options.seed).is_ok());
+        model.try_set_option("threads", threads).is_ok(),
+        model.try_set_option("random_seed", options.seed).is_ok(),
+    ];
     if let Some(n) = options.node_limit {
         set.push(
             model
