@@ -4,9 +4,10 @@
 //! Protocol (as in the paper's artifact, `hkust-adsl/kubernetes-scheduler-simulator`):
 //! - a fixed node list (the paper: openb's 1,213 GPU nodes, 6,212 GPUs), visited in an order
 //!   shuffled per seed (the artifact renames nodes with a random prefix each run);
-//! - the workload: every pod once, plus pods drawn with replacement until the total GPU request
-//!   reaches `tune_ratio` (1.3) times the GPU capacity (the last draw crosses it, so the last
-//!   checkpoint is reached); then shuffled (seeded);
+//! - the workload: every pod once in a seeded random order, then pods drawn with replacement
+//!   (arriving in the order drawn) until the total GPU request reaches `tune_ratio` (1.3) times
+//!   the GPU capacity (the last draw crosses it, so the last checkpoint is reached), as the
+//!   artifact shuffles the trace's pods and appends its "tune up" draws after them;
 //! - pods only arrive; a pod no node can take counts as failed and the run goes on;
 //! - after every arrival, each time the arrived GPU request crosses another `sample_step_pct`
 //!   (1 %) of the capacity, a [`CurvePoint`] records the GPU allocation ratio and the cluster's
@@ -115,8 +116,10 @@ pub fn workload(
     let mut sum = 0u64;
     if cfg.keep_originals {
         order.extend(0..pods.len());
+        order.shuffle(&mut rng);
         sum = pods.iter().map(|p| p.gpu.total_milli() as u64).sum();
     }
+    // The draws are independent and uniform, so they arrive in the order drawn.
     if !pods.is_empty() && pods.iter().any(|p| !p.gpu.is_none()) {
         while sum < target {
             let i = rng.random_range(0..pods.len());
@@ -124,7 +127,6 @@ pub fn workload(
             order.push(i);
         }
     }
-    order.shuffle(&mut rng);
     order
 }
 
@@ -426,9 +428,13 @@ mod tests {
             sum < target + largest,
             "stops at the first pod that reaches the target"
         );
-        for i in 0..pods.len() {
-            assert!(w.contains(&i), "every pod arrives at least once");
-        }
+        let mut first: Vec<usize> = w[..pods.len()].to_vec();
+        first.sort_unstable();
+        assert_eq!(
+            first,
+            (0..pods.len()).collect::<Vec<_>>(),
+            "every pod arrives once before the draws"
+        );
         assert_eq!(w, workload(&pods, total, 7, &cfg));
         assert_ne!(w, workload(&pods, total, 8, &cfg));
     }

@@ -51,7 +51,9 @@ pub enum TypeKey {
 
 impl TaskTypes {
     /// The most popular shapes covering at least `coverage` (0..=1) of `shapes`, weights
-    /// renormalised to sum to 1. Ties in popularity are broken by the shape (deterministic).
+    /// renormalised to sum to 1. Ties in popularity go to the larger shape (CPU, then GPU
+    /// demand, then models), as in the paper's artifact, which sorts its types in decreasing
+    /// (count, shape) order.
     pub fn from_shapes<'a>(
         shapes: impl IntoIterator<Item = &'a TaskShape>,
         coverage: f64,
@@ -77,8 +79,9 @@ impl TaskTypes {
         if total == 0 {
             return TaskTypes::default();
         }
-        let mut all: Vec<(Key, u64)> = counts.into_iter().collect();
-        // Most popular first; ties by key (the BTreeMap order, kept by a stable sort).
+        // Most popular first; ties by decreasing key (the reversed BTreeMap order, kept by a
+        // stable sort).
+        let mut all: Vec<(Key, u64)> = counts.into_iter().rev().collect();
         all.sort_by_key(|e| std::cmp::Reverse(e.1));
         let target = coverage.clamp(0.0, 1.0) * total as f64;
         let mut kept = Vec::new();
@@ -258,6 +261,45 @@ impl FragModel {
         }
         frag
     }
+
+    /// Like [`FragModel::node_frag`], but a GPU the node's CPU (or memory) cannot feed is
+    /// fragment too: a type whose CPU fits `n` times uses at most `n` of the devices it could
+    /// take (the ones with the most free), or `k * n` whole devices for a `k`-GPU type. Eight
+    /// idle GPUs next to CPU for one typical task are one usable GPU and seven fragments.
+    pub fn node_frag_fed(&self, model: u16, cpu_free: u64, mem_free: u64, gpu_free: &[u16]) -> f64 {
+        if gpu_free.is_empty() {
+            return 0.0;
+        }
+        let idle: u32 = gpu_free.iter().map(|&f| f as u32).sum();
+        if idle == 0 {
+            return 0.0;
+        }
+        let mut scratch = [0u16; 256];
+        let sorted = &mut scratch[..gpu_free.len()];
+        sorted.copy_from_slice(gpu_free);
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        let idle_f = idle as f64;
+        let mut frag = self.cpu_only_weight * idle_f;
+        for t in &self.types {
+            if !t.model_mask.contains(model) || t.cpu_milli > cpu_free || t.mem_mib > mem_free {
+                frag += t.weight * idle_f;
+                continue;
+            }
+            // Instances the CPU and memory can feed (at least one, checked above).
+            let fed = |need: u64, free: u64| free.checked_div(need).unwrap_or(u64::MAX);
+            let n = fed(t.cpu_milli, cpu_free).min(fed(t.mem_mib, mem_free));
+            let usable = sorted.iter().take_while(|&&f| f >= t.need_milli).count() as u64;
+            let k = t.need_devices as u64;
+            if usable < k {
+                frag += t.weight * idle_f;
+                continue;
+            }
+            let take = usable.min(n.saturating_mul(k)) as usize;
+            let used: u32 = sorted[..take].iter().map(|&f| f as u32).sum();
+            frag += t.weight * (idle - used) as f64;
+        }
+        frag
+    }
 }
 
 #[cfg(test)]
@@ -281,6 +323,25 @@ mod tests {
         assert!((t.types.iter().map(|x| x.weight).sum::<f64>() - 1.0).abs() < 1e-12);
         let all = TaskTypes::from_shapes(&shapes, 1.0, TypeKey::CpuGpu);
         assert_eq!(all.len(), 3);
+    }
+
+    #[test]
+    fn popularity_ties_go_to_the_larger_shape() {
+        let mut shapes = Vec::new();
+        shapes.extend(std::iter::repeat_n(shape(1000, GpuDemand::Milli(500)), 10));
+        shapes.extend(std::iter::repeat_n(shape(2000, GpuDemand::Milli(500)), 10));
+        shapes.extend(std::iter::repeat_n(shape(1000, GpuDemand::Whole(1)), 10));
+        let t = TaskTypes::from_shapes(&shapes, 0.5, TypeKey::CpuGpu);
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            (t.types[0].cpu_milli, t.types[0].gpu),
+            (2000, GpuDemand::Milli(500))
+        );
+        assert_eq!(
+            (t.types[1].cpu_milli, t.types[1].gpu),
+            (1000, GpuDemand::Whole(1)),
+            "same CPU: a whole GPU is larger than a share"
+        );
     }
 
     #[test]
@@ -315,5 +376,39 @@ mod tests {
         let w = FragModel::compile(&whole, &models);
         // Model not accepted: all idle.
         assert_eq!(w.node_frag(0, 8000, 8000, &[1000, 1000]), 2000.0);
+    }
+
+    #[test]
+    fn gpus_the_cpu_cannot_feed_are_fragment_for_the_fed_measure() {
+        let models = vec![GpuModel::new("T4")];
+        let one = |gpu| TaskTypes {
+            types: vec![TaskType {
+                cpu_milli: 1000,
+                mem_mib: 0,
+                gpu,
+                gpu_models: vec![],
+                weight: 1.0,
+            }],
+        };
+        let share = FragModel::compile(&one(GpuDemand::Milli(500)), &models);
+        // CPU for two tasks: the two devices with the most free are usable, the third is not.
+        assert_eq!(share.node_frag(0, 2000, 0, &[1000, 600, 1000]), 0.0);
+        assert_eq!(share.node_frag_fed(0, 2000, 0, &[1000, 600, 1000]), 600.0);
+        // Devices too small stay fragment; with CPU to spare both measures agree.
+        assert_eq!(share.node_frag_fed(0, 8000, 0, &[300, 600, 1000]), 300.0);
+        assert_eq!(share.node_frag(0, 8000, 0, &[300, 600, 1000]), 300.0);
+        // No CPU for even one task: everything idle, as in FGD.
+        assert_eq!(share.node_frag_fed(0, 500, 0, &[300, 1000]), 1300.0);
+        // A 2-GPU type fed once uses two of the three whole devices.
+        let pair = FragModel::compile(&one(GpuDemand::Whole(2)), &models);
+        assert_eq!(
+            pair.node_frag_fed(0, 1000, 0, &[1000, 1000, 1000, 400]),
+            1400.0
+        );
+        assert_eq!(
+            pair.node_frag_fed(0, 2000, 0, &[1000, 1000, 1000, 400]),
+            400.0
+        );
+        assert_eq!(pair.node_frag(0, 1000, 0, &[1000, 1000, 1000, 400]), 400.0);
     }
 }

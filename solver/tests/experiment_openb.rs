@@ -81,8 +81,24 @@ fn alloc_at_100(policy: &str) -> Option<f64> {
     )
 }
 
-/// Berth's policy is at least as good as FGD and within 1 pp of the paper's FGD figure, on one
-/// seed of the real trace (deterministic: same seed, same figures; ~25 s in debug).
+/// Berth's policy is within 1 pp of the paper's FGD figure, on one seed of the real trace
+/// (deterministic: same seed, same figure; ~4 s in debug).
+#[test]
+fn berth_is_within_1pp_of_the_paper() {
+    let Some(berth) = alloc_at_100("berth") else {
+        return;
+    };
+    eprintln!("openb default, seed 42, 100 % arrived: berth {berth:.2} %");
+    assert!(
+        berth >= PAPER_FGD_ALLOC_PCT - 1.0,
+        "berth {berth:.2} % is more than 1 pp under the paper's FGD {PAPER_FGD_ALLOC_PCT} %"
+    );
+}
+
+/// Berth's policy is at least as good as FGD on one seed of the real trace (~8 s in debug).
+/// Seed 42: fgd 95.35 %, berth 95.67 %; over 10 seeds berth 95.71 ± 0.04 % against FGD's
+/// 95.31 ± 0.10 % (`full_table`): FGD's ties go to the CPU-aware fragmentation measure
+/// ([`Policy::berth`]).
 #[test]
 fn berth_beats_fgd_on_openb() {
     let (Some(fgd), Some(berth)) = (alloc_at_100("fgd"), alloc_at_100("berth")) else {
@@ -90,19 +106,19 @@ fn berth_beats_fgd_on_openb() {
     };
     eprintln!("openb default, seed 42, 100 % arrived: fgd {fgd:.2} %, berth {berth:.2} %");
     assert!(berth >= fgd, "berth {berth:.2} % < fgd {fgd:.2} %");
-    assert!(
-        berth >= PAPER_FGD_ALLOC_PCT - 1.0,
-        "berth {berth:.2} % is more than 1 pp under the paper's FGD {PAPER_FGD_ALLOC_PCT} %"
-    );
 }
 
-/// FGD reproduces the paper within 1 pp at 100 % arrived on one seed.
+/// FGD reproduces the paper within 1 pp at 100 % arrived on one seed (~4 s in debug). Seed 42
+/// gives 95.35 % (the artifact's own seed-42 run: 95.14 %); over 10 seeds 95.31 ± 0.10 %
+/// against the paper's 95.23 ± 0.11 % (`full_table`). What closed the former 1.1 pp gap: FGD's
+/// score is an integer, as a Kubernetes score plugin's, so near-equal fragmentation growths tie
+/// and go to the node order instead of to the strictly smallest growth.
 #[test]
-#[ignore = "fails today: Berth's FGD gives 94.11 % on seed 42 (94.28 % over 10 seeds), the paper 95.23 %; the remaining gap is not explained yet"]
 fn fgd_matches_the_paper() {
     let Some(fgd) = alloc_at_100("fgd") else {
         return;
     };
+    eprintln!("openb default, seed 42, 100 % arrived: fgd {fgd:.2} %");
     assert!(
         (fgd - PAPER_FGD_ALLOC_PCT).abs() <= 1.0,
         "fgd {fgd:.2} % is not within 1 pp of the paper's {PAPER_FGD_ALLOC_PCT} %"
