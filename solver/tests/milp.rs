@@ -277,6 +277,86 @@ fn small_instance_is_optimal_and_no_worse_than_the_heuristic() {
     }
 }
 
+/// 80 tasks of just over a third of a node each on 60 identical nodes (two fit per node, three
+/// never do: 40 nodes are needed), in two zones, one job zone-balanced: thousands of binaries
+/// and a weak LP bound (about 28 nodes).
+fn hard_instance() -> (ClusterView, Vec<TaskRequest>) {
+    let nodes: Vec<NodeSpec> = (0..60)
+        .map(|k| node(10, 40, 0, "", if k % 2 == 0 { "a" } else { "b" }))
+        .collect();
+    let view = ClusterView::new(&ClusterSpec::from_nodes(nodes));
+    let shapes: Vec<TaskShape> = (0..80u64)
+        .map(|k| shape(3400 + (k * 37) % 300, 13, GpuDemand::None))
+        .collect();
+    let mut tasks = tasks_of(1, 0, &shapes[..40], Constraints::default(), false);
+    tasks.extend(tasks_of(
+        2,
+        1000,
+        &shapes[40..],
+        Constraints {
+            hard: vec![Constraint::ZoneBalance { max_skew: 1 }],
+            soft: vec![],
+        },
+        false,
+    ));
+    (view, tasks)
+}
+
+#[test]
+fn out_of_time_the_heuristic_plan_is_returned() {
+    // A 1 ms limit stops HiGHS long before it can improve on the warm start (its
+    // presolve and the root LP over 80 x 60 pairs alone take longer): the answer is the heuristic's plan, flagged as such,
+    // never an error and never a worse plan.
+    let (view, tasks) = hard_instance();
+    let cfg = MilpConfig {
+        time_limit_ms: 1,
+        mip_gap: 0.0,
+        ..MilpConfig::default()
+    };
+    let r = run(&view, &tasks, &Policy::single(ScorerKind::WorstFit), &cfg);
+    assert_eq!(
+        r.status,
+        MilpStatus::FellBackToHeuristic,
+        "status {:?}: {}",
+        r.status,
+        r.message
+    );
+    assert_eq!(r.plan, r.heuristic_plan);
+    assert_eq!(r.objective, r.heuristic_objective);
+    assert_eq!(r.unplaced, 0);
+}
+
+#[test]
+fn a_work_limit_keeps_the_best_incumbent_and_reports_its_gap() {
+    // Worst fit opens every node it can; one branch-and-bound node with the MILP's own
+    // heuristics must not prove optimality on this instance, and whatever it returns is no
+    // worse than the warm start, with a bound below its objective (checked in `run`).
+    let (view, tasks) = hard_instance();
+    let cfg = MilpConfig {
+        time_limit_ms: 120_000,
+        node_limit: Some(1),
+        mip_gap: 0.0,
+        warm_start_best_fit: false,
+        ..MilpConfig::default()
+    };
+    let r = run(&view, &tasks, &Policy::single(ScorerKind::WorstFit), &cfg);
+    assert_eq!(score_plan(&view, &r.heuristic_plan).nodes_opened, 60);
+    assert!(
+        matches!(
+            r.status,
+            MilpStatus::TimeLimit | MilpStatus::FellBackToHeuristic
+        ),
+        "status {:?}",
+        r.status
+    );
+    if r.status == MilpStatus::TimeLimit {
+        assert!(r.objective < r.heuristic_objective);
+        assert!(r.gap.is_some_and(|g| g > 0.0), "gap {:?}", r.gap);
+    } else {
+        assert_eq!(r.plan, r.heuristic_plan);
+    }
+}
+
 #[test]
 fn worst_fit_is_improved_upon() {
     // Spreading 6 small tasks over 6 empty nodes opens 6; one node holds them all.
