@@ -109,7 +109,7 @@ pub(crate) fn gpu_fits_kind(
 pub const BOUND_DIMENSION_NAMES: [&str; 5] = ["cpu", "memory", "disk", "network", "gpu"];
 
 /// Lower bounds on the nodes a demand needs. `nodes_min` is the best of them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LowerBound {
     /// The bound: the maximum of the ones below.
     pub nodes_min: u64,

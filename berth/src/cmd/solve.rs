@@ -1,14 +1,20 @@
 //! `berth solve …`: the solver offline.
 
 use anyhow::{bail, Context, Result};
+use berth_solver::bounds::{nodes_lower_bound, LowerBound, NodeKind};
 use berth_solver::experiment::{self, Curve, ExperimentConfig};
 use berth_solver::place::Policy;
-use berth_solver::TaskShape;
+use berth_solver::spec::{self, SpecFormat};
+use berth_solver::{
+    Assignment, ClusterView, JobId, JobKind, ReasonCounts, TaskId, TaskRequest, TaskShape,
+};
 use berth_traces::{alibaba_gpu, ImportOptions};
 use clap::{Args, Subcommand};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// The policies of the FGD paper's figure, in its order, then Berth's own.
 pub const FRAG_POLICIES_DEFAULT: &str =
@@ -24,6 +30,41 @@ pub enum SolveCmd {
         berth solve frag --trace ../shared/traces/alibaba-cluster-trace-gpu-v2023 --seeds 10 --out frag.csv\n  \
         berth solve frag --pods gpuspec33 --policies fgd,berth --seeds 3")]
     Frag(FragArgs),
+    /// Place a batch of jobs on a cluster with a placement policy, offline: where each task
+    /// goes, why the rest cannot be placed (per-reason node counts), and the nodes used
+    /// against the lower bound (per dimension, GPU devices, L2; the LP bound with `milp`).
+    #[command(after_help = "Examples:\n  \
+        berth solve place --cluster cluster.toml --jobs train.toml,web.toml\n  \
+        berth solve place --cluster cluster.toml --jobs jobs/*.toml --policy fgd --json\n\n\
+        cluster.toml (the cluster file format; `count` makes a group of identical nodes):\n  \
+        [[nodes]]\n  \
+        name = \"gpu\"\n  \
+        count = 4\n  \
+        cpu_milli = 32000\n  \
+        mem_mib = 131072\n  \
+        zone = \"us-east-1a\"\n  \
+        gpus = { count = 4, model = \"T4\" }\n\n\
+        Job files are job specs as `berth job submit` takes them (TOML or JSON).")]
+    Place(PlaceArgs),
+}
+
+#[derive(Args)]
+pub struct PlaceArgs {
+    /// The cluster file (TOML or JSON: `[[nodes]]` / `[[node_groups]]`).
+    #[arg(long)]
+    pub cluster: PathBuf,
+    /// Job spec files (TOML or JSON), comma-separated or repeated; placed in this order.
+    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+    pub jobs: Vec<PathBuf>,
+    /// The placement policy preset.
+    #[arg(long, default_value = "berth")]
+    pub policy: String,
+    /// Seed of the policy's tie-breaking and random choices.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -56,6 +97,7 @@ pub struct FragArgs {
 pub fn run(cmd: SolveCmd) -> Result<ExitCode> {
     match cmd {
         SolveCmd::Frag(a) => frag(a),
+        SolveCmd::Place(a) => place(a),
     }
 }
 
@@ -151,6 +193,172 @@ fn frag(a: FragArgs) -> Result<ExitCode> {
     if let Some(path) = &a.summary_csv {
         std::fs::write(path, table.to_csv())
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `solve place` prints with `--json`.
+#[derive(serde::Serialize)]
+struct PlaceOutput {
+    policy: String,
+    tasks: usize,
+    placed: usize,
+    nodes_used: u64,
+    nodes_lower_bound: u64,
+    bound: LowerBound,
+    jobs: Vec<JobOutcome>,
+    assignments: Vec<Assignment>,
+}
+
+#[derive(serde::Serialize)]
+struct JobOutcome {
+    job: String,
+    file: String,
+    tasks: u32,
+    placed: u32,
+    /// Why the rest cannot be placed: node counts per reason, over the job's unplaced tasks'
+    /// last attempt.
+    unplaced_reasons: String,
+}
+
+fn place(a: PlaceArgs) -> Result<ExitCode> {
+    let read = |p: &PathBuf| -> Result<String> {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let format_of = |p: &PathBuf| SpecFormat::from_path(&p.to_string_lossy());
+    let cluster = spec::cluster_from_str(&read(&a.cluster)?, format_of(&a.cluster))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.cluster.display()))?;
+    let mut policy = Policy::preset(&a.policy).with_context(|| format!("--policy {}", a.policy))?;
+    if let Some(seed) = a.seed {
+        policy.seed = seed;
+    }
+
+    // Every job's tasks, in file order: a batch job's `size`, a service's `desired`.
+    let mut jobs: Vec<(String, String, u32)> = Vec::new();
+    let mut tasks: Vec<TaskRequest> = Vec::new();
+    for (j, path) in a.jobs.iter().enumerate() {
+        let job = spec::job_from_str(&read(path)?, format_of(path))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let (count, gang) = match &job.kind {
+            JobKind::Batch(b) => (b.size, b.gang),
+            JobKind::Service(s) => (s.desired, false),
+        };
+        let constraints = Arc::new(job.constraints.clone());
+        for _ in 0..count {
+            tasks.push(
+                TaskRequest::new(
+                    TaskId(tasks.len() as u64),
+                    JobId(j as u64),
+                    job.task.clone(),
+                )
+                .with_tier(job.tier)
+                .with_constraints(constraints.clone())
+                .with_gang(gang),
+            );
+        }
+        jobs.push((job.name.clone(), path.display().to_string(), count));
+    }
+
+    let mut view = ClusterView::new(&cluster);
+    let mut rng = policy.rng();
+    let plan = berth_solver::place(&mut view, &tasks, &policy, &mut rng)
+        .map_err(|e| anyhow::anyhow!("--policy {}: {e}", a.policy))?;
+
+    let nodes_used = plan
+        .assignments
+        .iter()
+        .map(|x| x.node)
+        .collect::<BTreeSet<_>>()
+        .len() as u64;
+    let mut demand: Vec<(TaskShape, u64)> = Vec::new();
+    for t in &tasks {
+        match demand.iter_mut().find(|(s, _)| *s == t.shape) {
+            Some((_, c)) => *c += 1,
+            None => demand.push((t.shape.clone(), 1)),
+        }
+    }
+    let bound = nodes_lower_bound(&demand, &NodeKind::kinds_of_cluster(&cluster));
+
+    let outcomes: Vec<JobOutcome> = jobs
+        .iter()
+        .enumerate()
+        .map(|(j, (name, file, count))| {
+            let mut reasons = ReasonCounts::new();
+            let mut unplaced = 0u32;
+            for u in plan.unplaced.iter().filter(|u| u.job == JobId(j as u64)) {
+                unplaced += 1;
+                reasons = u.reasons.clone();
+            }
+            JobOutcome {
+                job: name.clone(),
+                file: file.clone(),
+                tasks: *count,
+                placed: count - unplaced,
+                unplaced_reasons: if unplaced == 0 {
+                    String::new()
+                } else {
+                    reasons.to_string()
+                },
+            }
+        })
+        .collect();
+
+    if a.json {
+        let out = PlaceOutput {
+            policy: policy.name.clone(),
+            tasks: tasks.len(),
+            placed: plan.assignments.len(),
+            nodes_used,
+            nodes_lower_bound: bound.nodes_min,
+            bound,
+            jobs: outcomes,
+            assignments: plan.assignments.clone(),
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "policy {}: {} of {} tasks placed on {} nodes ({} in the cluster)",
+        policy.name,
+        plan.assignments.len(),
+        tasks.len(),
+        nodes_used,
+        cluster.nodes.len()
+    );
+    println!(
+        "nodes used vs lower bound: {nodes_used} vs {} (per dimension cpu/mem/disk/net/gpu {:?}, \
+         GPU devices {}, L2 {}{})",
+        bound.nodes_min,
+        bound.per_dimension,
+        bound.gpu_nodes_min,
+        bound.l2,
+        bound.lp.map(|lp| format!(", LP {lp}")).unwrap_or_default()
+    );
+    println!(
+        "\n  {:<24} {:>6} {:>6}  cannot place because",
+        "job", "tasks", "placed"
+    );
+    for o in &outcomes {
+        println!(
+            "  {:<24} {:>6} {:>6}  {}",
+            o.job, o.tasks, o.placed, o.unplaced_reasons
+        );
+    }
+    println!("\n  {:<8} {:<24} {:<12} gpus", "task", "node", "zone");
+    for x in &plan.assignments {
+        let n = view.node(x.node);
+        let gpus: Vec<String> = x
+            .gpus
+            .iter()
+            .map(|g| format!("#{}:{}", g.device, g.milli))
+            .collect();
+        println!(
+            "  {:<8} {:<24} {:<12} {}",
+            x.task.0,
+            n.name,
+            n.attributes.zone,
+            gpus.join(" ")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
