@@ -12,8 +12,7 @@ use crate::workload::{prepare, SimJob};
 use crate::{Progress, SimError};
 use berth_solver::catalog::Catalog;
 use berth_solver::controller::{
-    CapacityType, Command, Controller, ControllerConfig, Event, InstanceId, LaunchErrorKind,
-    RequestId,
+    CapacityType, Command, Controller, Event, InstanceId, LaunchErrorKind, RequestId,
 };
 use berth_solver::frag::TaskTypes;
 use berth_solver::place::ScorerKind;
@@ -561,24 +560,17 @@ pub fn run(
     out_dir: Option<&Path>,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<SimReport, SimError> {
+    // Everything that can be checked before a file is read (a scenario built or changed in
+    // code has not been through `Scenario::load`), then that the files exist.
+    s.validate()?;
+    s.check_files()?;
     let prepared = prepare(s)?;
+    crate::scenario::check_node_loss_at(&s.faults, prepared.cluster.nodes.len())?;
     let catalog = Catalog::ec2();
-    let policy = s.policy.placement_policy()?;
-    let cfg = ControllerConfig {
-        typical_types: typical_types(s, &policy, &prepared.jobs),
-        policy,
-        queue: s.policy.queue,
-        pools: s.cluster.pools.clone(),
-        timeouts: s.policy.timeouts,
-        autoscale: s.policy.autoscale,
-        schedule_interval_ms: s.policy.schedule_interval_ms,
-        lookahead_jobs_max: s
-            .policy
-            .lookahead_jobs_max
-            .unwrap_or(ControllerConfig::default().lookahead_jobs_max),
-        ..ControllerConfig::default()
-    };
-    let ctrl = Controller::new(cfg, catalog, &prepared.cluster, s.seed)?;
+    let mut cfg = s.controller_config()?;
+    cfg.typical_types = typical_types(s, &cfg.policy, &prepared.jobs);
+    let ctrl = Controller::new(cfg, catalog, &prepared.cluster, s.seed)
+        .map_err(crate::scenario::controller_error)?;
     let tasks_out = match out_dir {
         Some(d) if s.metrics.per_task => {
             std::fs::create_dir_all(d).map_err(|e| SimError::io(d, e))?;
@@ -635,10 +627,9 @@ pub fn run(
     for i in 0..e.nodes.len() {
         e.node_joined(NodeId(i as u32), false);
     }
+    // Indexes checked against the static nodes above.
     for f in s.faults.node_loss_at.clone() {
-        if (f.node as usize) < e.nodes.len() {
-            e.push(f.at_ms, SimEvent::NodeLoss(NodeId(f.node)));
-        }
+        e.push(f.at_ms, SimEvent::NodeLoss(NodeId(f.node)));
     }
     for i in 0..n_jobs {
         let at = e.jobs[i].submit_ms;

@@ -1,11 +1,18 @@
 //! Scenario files: what to simulate (cluster, workload, policy, faults, seed, horizon).
 //!
 //! TOML, unknown fields refused, every error naming the field path (`faults.node_loss_per_node_hour`)
-//! and the line, all before any run starts. Paths in a scenario resolve relative to the
-//! scenario file; a path starting with `$BERTH_TRACES_DIR/` resolves against that variable
-//! (else `<workspace>/../shared/traces`).
+//! and the line, all before any run starts: [`Scenario::validate`] (at load, and again at the
+//! start of a run) checks values and the names taken from the instance catalogue (pool types and
+//! zones, `cluster.pools[i].…`; fault and timing types); [`Scenario::check_files`] (at the start
+//! of a run, before any file is read) that the trace and node list exist.
+//!
+//! Paths in a scenario resolve relative to the scenario file; a path starting with
+//! `$BERTH_TRACES_DIR/` resolves against that variable (else `<workspace>/../shared/traces`).
 
-use berth_solver::controller::{AutoscaleConfig, PoolSpec, QueuePolicy, Timeouts};
+use berth_solver::catalog::Catalog;
+use berth_solver::controller::{
+    AutoscaleConfig, ControllerConfig, ControllerError, PoolSpec, QueuePolicy, Timeouts,
+};
 use berth_solver::spec::{parse, ClusterFile, SpecError, SpecFormat};
 use berth_solver::Policy;
 use berth_traces::SyntheticSpec;
@@ -193,7 +200,9 @@ pub struct Faults {
     /// Each node is lost at this rate (exponential time to loss).
     #[serde(default)]
     pub node_loss_per_node_hour: f64,
-    /// Nodes lost at given times: `{ at_ms = 3600000, node = 12 }`.
+    /// Nodes lost at given times: `{ at_ms = 3600000, node = 12 }`. `node` indexes the static
+    /// nodes (a node list file, then the workload's, then the inline ones); an index past them
+    /// is refused (before the run with inline nodes only, else when the files are read).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_loss_at: Vec<NodeLossAt>,
     /// Each spot instance gets a two-minute interruption notice at this rate.
@@ -365,7 +374,27 @@ impl Scenario {
             .unwrap_or_else(|e| panic!("sim/scenarios/default.toml is invalid: {e}"))
     }
 
-    /// Checks ranges and cross-field rules.
+    /// The controller configuration the run uses (FGD typical types are added by the run,
+    /// from the workload).
+    pub fn controller_config(&self) -> Result<ControllerConfig, SpecError> {
+        Ok(ControllerConfig {
+            policy: self.policy.placement_policy()?,
+            queue: self.policy.queue,
+            pools: self.cluster.pools.clone(),
+            timeouts: self.policy.timeouts,
+            autoscale: self.policy.autoscale,
+            schedule_interval_ms: self.policy.schedule_interval_ms,
+            lookahead_jobs_max: self
+                .policy
+                .lookahead_jobs_max
+                .unwrap_or(ControllerConfig::default().lookahead_jobs_max),
+            ..ControllerConfig::default()
+        })
+    }
+
+    /// Checks ranges and cross-field rules, and the names the scenario takes from the instance
+    /// catalogue (pool types and zones, fault and timing types). Reads no file: see
+    /// [`Scenario::check_files`].
     pub fn validate(&self) -> Result<(), SpecError> {
         if self.horizon_ms == 0 {
             return Err(SpecError::new("horizon_ms", "must be positive"));
@@ -449,18 +478,65 @@ impl Scenario {
                 return Err(SpecError::new(name, "must be a probability in 0..=1"));
             }
         }
+        let catalog = Catalog::ec2();
+        self.validate_pools(catalog)?;
         for (i, o) in f.insufficient_capacity.iter().enumerate() {
+            let at = |field: &str| format!("faults.insufficient_capacity[{i}]{field}");
             if o.to_ms <= o.from_ms {
+                return Err(SpecError::new(at(""), "to_ms must be after from_ms"));
+            }
+            known_type(catalog, &o.instance_type, &at(".instance_type"))?;
+            known_zone(catalog, &o.zone, &at(".zone"))?;
+            let launched =
+                self.cluster.pools.iter().any(|p| {
+                    p.instance_types.contains(&o.instance_type) && p.zones.contains(&o.zone)
+                });
+            if !launched {
                 return Err(SpecError::new(
-                    format!("faults.insufficient_capacity[{i}]"),
-                    "to_ms must be after from_ms",
+                    at(""),
+                    format!(
+                        "no pool in cluster.pools launches {} in {}: the outage would have no effect",
+                        o.instance_type, o.zone
+                    ),
                 ));
             }
         }
-        let no_static = self.cluster.nodes_file.is_none()
-            && !self.cluster.from_workload
-            && self.cluster.nodes.is_empty()
-            && self.cluster.node_groups.is_empty();
+        let t = &self.timing;
+        for (path, d) in [
+            ("timing.container_launch".to_string(), &t.container_launch),
+            ("timing.provisioning".to_string(), &t.provisioning),
+        ]
+        .into_iter()
+        .chain(
+            t.provisioning_by_type
+                .iter()
+                .map(|(k, d)| (format!("timing.provisioning_by_type.{k}"), d)),
+        ) {
+            if !(d.sigma.is_finite() && d.sigma >= 0.0) {
+                return Err(SpecError::new(
+                    format!("{path}.sigma"),
+                    "must be a number >= 0",
+                ));
+            }
+        }
+        for name in t.provisioning_by_type.keys() {
+            known_type(
+                catalog,
+                name,
+                &format!("timing.provisioning_by_type.{name}"),
+            )?;
+        }
+        // Inline nodes are checked here; node list files when the run reads them.
+        let inline = self
+            .cluster
+            .inline()
+            .into_cluster()
+            .map_err(|e| SpecError::new(format!("cluster.{}", e.path), e.message))?;
+        let files = self.cluster.nodes_file.is_some() || self.cluster.from_workload;
+        if !files {
+            check_node_loss_at(&self.faults, inline.nodes.len())?;
+        }
+        let no_static = !files && inline.nodes.is_empty();
         if no_static && self.cluster.pools.is_empty() {
             return Err(SpecError::new(
                 "cluster",
@@ -469,6 +545,51 @@ impl Scenario {
         }
         if self.metrics.samples_max == 0 {
             return Err(SpecError::new("metrics.samples_max", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The pools and the controller tuning, by the controller's own checks (the same the run
+    /// makes when it builds the controller), with the scenario's paths.
+    fn validate_pools(&self, catalog: &Catalog) -> Result<(), SpecError> {
+        for (i, p) in self.cluster.pools.iter().enumerate() {
+            for (j, z) in p.zones.iter().enumerate() {
+                known_zone(catalog, z, &format!("cluster.pools[{i}].zones[{j}]"))?;
+            }
+        }
+        self.controller_config()?
+            .validate(catalog)
+            .map_err(controller_error)
+    }
+
+    /// Checks that the files the scenario names exist, before any is read: the error names
+    /// the field and the file.
+    pub fn check_files(&self) -> Result<(), SpecError> {
+        let mut files = Vec::new();
+        if let Some(t) = &self.workload.trace {
+            files.push(("workload.trace.path", &t.path));
+        }
+        if let Some(f) = &self.cluster.nodes_file {
+            files.push(("cluster.nodes_file", f));
+        }
+        for (field, p) in files {
+            let path = self.resolve(p);
+            if !path.is_file() {
+                let hint = if p.starts_with("$BERTH_TRACES_DIR") {
+                    " (set BERTH_TRACES_DIR to the folder of the shared traces, or put them in ../shared/traces)"
+                } else {
+                    ""
+                };
+                let what = if path.exists() {
+                    "not a file"
+                } else {
+                    "file not found"
+                };
+                return Err(SpecError::new(
+                    field,
+                    format!("{what}: {}{hint}", path.display()),
+                ));
+            }
         }
         Ok(())
     }
@@ -491,4 +612,59 @@ impl Scenario {
             self.base_dir.join(path)
         }
     }
+}
+
+/// A controller configuration error with the scenario's path: pools live under `cluster.`, the
+/// controller tuning under `policy.` (static node errors already name `cluster.`).
+pub(crate) fn controller_error(e: ControllerError) -> SpecError {
+    match e {
+        ControllerError::Config(e) if e.path.starts_with("pools") => {
+            SpecError::new(format!("cluster.{}", e.path), e.message)
+        }
+        ControllerError::Config(e) if e.path.starts_with("cluster") => e,
+        ControllerError::Config(e) => SpecError::new(format!("policy.{}", e.path), e.message),
+        ControllerError::Policy(e) => SpecError::new("policy", e.to_string()),
+    }
+}
+
+fn known_type(catalog: &Catalog, name: &str, path: &str) -> Result<(), SpecError> {
+    match catalog.get(name) {
+        Some(_) => Ok(()),
+        None => Err(SpecError::new(
+            path,
+            format!("unknown instance type {name:?} (not in the instance catalogue)"),
+        )),
+    }
+}
+
+/// A zone of the catalogue's region (`us-east-1a`): the catalogue's prices are that region's.
+fn known_zone(catalog: &Catalog, zone: &str, path: &str) -> Result<(), SpecError> {
+    let region = &catalog.region;
+    let suffix = zone.strip_prefix(region.as_str()).unwrap_or("");
+    if suffix.len() == 1 && suffix.bytes().all(|b| b.is_ascii_lowercase()) {
+        return Ok(());
+    }
+    Err(SpecError::new(
+        path,
+        format!(
+            "unknown zone {zone:?}: the instance catalogue is for {region} (zones {region}a, {region}b, ...)"
+        ),
+    ))
+}
+
+/// `faults.node_loss_at` names static nodes `0..static_nodes`.
+pub(crate) fn check_node_loss_at(f: &Faults, static_nodes: usize) -> Result<(), SpecError> {
+    for (i, l) in f.node_loss_at.iter().enumerate() {
+        if l.node as usize >= static_nodes {
+            return Err(SpecError::new(
+                format!("faults.node_loss_at[{i}].node"),
+                format!(
+                    "no static node {}: the cluster has {static_nodes} (numbered from 0 in file order; \
+                     instances the pools provision cannot be named)",
+                    l.node
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

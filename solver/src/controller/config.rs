@@ -90,7 +90,10 @@ pub struct PoolSpec {
     /// Idle headroom kept ready: at least this many nodes without tasks (or booting).
     #[serde(default)]
     pub idle_nodes_min: u32,
-    /// Idle nodes beyond this many, idle for `scale_down_idle_ms`, are terminated.
+    /// Idle nodes beyond this many, idle for `scale_down_idle_ms`, are terminated (autoscaled
+    /// pools). 0, the default, is no idle node kept beyond `min_nodes`, not "no cap". Must be
+    /// at least `idle_nodes_min`: the headroom would otherwise be provisioned and terminated
+    /// again forever, so a pool with `idle_nodes_min = 2` and no `idle_nodes_max` is refused.
     #[serde(default)]
     pub idle_nodes_max: u32,
     #[serde(default = "default_scale_down_idle_ms")]
@@ -308,6 +311,13 @@ pub(crate) struct ResolvedPool {
 }
 
 impl ControllerConfig {
+    /// Checks the configuration against `catalog` as [`super::Controller::new`] does, without
+    /// building a controller. Field paths are relative to this struct (`pools[1].max_nodes`,
+    /// `autoscale.interval_ms`); a driver embedding it elsewhere prefixes them.
+    pub fn validate(&self, catalog: &Catalog) -> Result<(), ControllerError> {
+        self.resolve(catalog).map(|_| ())
+    }
+
     /// Checks the configuration and resolves pool instance types in `catalog`.
     pub(crate) fn resolve(&self, catalog: &Catalog) -> Result<Vec<ResolvedPool>, ControllerError> {
         self.policy.validate()?;
@@ -353,10 +363,17 @@ impl ControllerConfig {
                 )
                 .into());
             }
-            if p.idle_nodes_min > p.idle_nodes_max && p.idle_nodes_max > 0 {
+            // Scale-down terminates idle nodes beyond `idle_nodes_max` and scale-up provisions
+            // up to `idle_nodes_min`: min above max would flap for ever.
+            if p.idle_nodes_min > p.idle_nodes_max {
                 return Err(SpecError::new(
                     at("idle_nodes_max"),
-                    format!("must be at least idle_nodes_min ({})", p.idle_nodes_min),
+                    format!(
+                        "must be at least idle_nodes_min ({}), got {}: idle nodes beyond \
+                         idle_nodes_max are terminated, so the headroom would be provisioned \
+                         and terminated again (0 keeps no idle node, it is not \"no cap\")",
+                        p.idle_nodes_min, p.idle_nodes_max
+                    ),
                 )
                 .into());
             }
