@@ -3,11 +3,11 @@
 //! font from anywhere else, so the file can be mailed or attached to a ticket.
 //!
 //! [`render`] is pure (report + tables in, text out); [`RunData::load`] reads a run's output
-//! folder. Views: allocation and utilisation per resource, pending and running tasks, wait-time
-//! CDF per tier, GPU fragmentation, nodes (total and per pool), cost.
-//! The series has no per-pool allocation (only nodes per pool): that view is per cluster.
+//! folder. Views: allocation and utilisation per resource (cluster, then per pool), pending and
+//! running tasks (cluster, then pending per pool), wait-time CDF per tier, GPU fragmentation,
+//! nodes (total and per pool), cost.
 
-use crate::metrics::Sample;
+use crate::metrics::{PoolFigures, Sample, NO_POOL};
 use crate::report::SimReport;
 use crate::tables::CsvTable;
 use crate::SimError;
@@ -30,6 +30,8 @@ const PALETTE: &[&str] = &[
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
     "#7f7f7f", "#bcbd22",
 ];
+/// The palette's grey (totals beside per-pool lines).
+const GREY: usize = 8;
 
 /// Nodes in service of one (sample, pool, instance type, zone).
 #[derive(Clone, Debug, PartialEq)]
@@ -41,11 +43,21 @@ pub struct NodeRow {
     pub nodes: u64,
 }
 
+/// One pool's figures at one sample (a row of `pools.csv`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolRow {
+    pub t_ms: u64,
+    pub pool: String,
+    pub figures: PoolFigures,
+}
+
 /// What the report draws, beside the [`SimReport`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunData {
     pub series: Vec<Sample>,
     pub nodes: Vec<NodeRow>,
+    /// Every pool at every sample, in sample order.
+    pub pools: Vec<PoolRow>,
     /// First-attempt waits per tier (the figures behind the report's p50/p99), in ms.
     pub waits_ms: BTreeMap<String, Vec<u64>>,
 }
@@ -61,7 +73,7 @@ fn bad(path: &Path, line: usize, what: &str) -> SimError {
 }
 
 impl RunData {
-    /// Reads `series.csv`, `nodes.csv` and `tasks.csv` of a run's folder.
+    /// Reads `series.csv`, `nodes.csv`, `pools.csv` and `tasks.csv` of a run's folder.
     pub fn load(dir: &Path) -> Result<RunData, SimError> {
         let mut d = RunData::default();
         let p = dir.join("series.csv");
@@ -107,6 +119,41 @@ impl RunData {
                 nodes: r[4].parse().map_err(|_| bad(&p, n + 2, "nodes"))?,
             });
         }
+        let p = dir.join("pools.csv");
+        let t = CsvTable::read(&p)?;
+        let mut cols = Vec::with_capacity(crate::tables::POOLS_COLUMNS.len());
+        for (name, _) in crate::tables::POOLS_COLUMNS {
+            cols.push(
+                t.col(name)
+                    .ok_or_else(|| bad(&p, 1, &format!("no column {name}")))?,
+            );
+        }
+        for (n, r) in t.rows.iter().enumerate() {
+            let u = |c: usize| -> Result<u64, SimError> {
+                r.get(cols[c])
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| bad(&p, n + 2, "expected an integer"))
+            };
+            d.pools.push(PoolRow {
+                t_ms: u(0)?,
+                pool: r.get(cols[1]).cloned().unwrap_or_default(),
+                figures: PoolFigures {
+                    nodes: u(2)?,
+                    cpu_capacity_milli: u(3)?,
+                    cpu_alloc_milli: u(4)?,
+                    cpu_used_milli: u(5)?,
+                    mem_capacity_mib: u(6)?,
+                    mem_alloc_mib: u(7)?,
+                    mem_used_mib: u(8)?,
+                    gpu_capacity_milli: u(9)?,
+                    gpu_alloc_milli: u(10)?,
+                    gpu_used_milli: u(11)?,
+                    gpu_idle_on_partial_nodes_milli: u(12)?,
+                    pending_tasks: u(13)?,
+                    running_tasks: u(14)?,
+                },
+            });
+        }
         let p = dir.join("tasks.csv");
         let t = CsvTable::read(&p)?;
         let (attempt, tier, wait) = (t.col("attempt"), t.col("tier"), t.col("wait_ms"));
@@ -146,10 +193,14 @@ pub fn esc(s: &str) -> String {
 }
 
 /// One line of a chart.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Line {
     pub name: String,
     pub points: Vec<(f64, f64)>,
+    /// Palette index; `None`: the line's position in the chart.
+    pub color: Option<usize>,
+    /// Drawn dashed (and so in the legend).
+    pub dashed: bool,
 }
 
 /// A "nice" upper bound for an axis (1, 2, 2.5 or 5 times a power of ten).
@@ -258,7 +309,12 @@ pub fn line_chart(
         esc(y_label)
     );
     for (i, l) in lines.iter().enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
+        let color = PALETTE[l.color.unwrap_or(i) % PALETTE.len()];
+        let dash = if l.dashed {
+            r#" stroke-dasharray="5 3""#
+        } else {
+            ""
+        };
         let mut pts = String::new();
         for &(x, y) in thin(&l.points).iter() {
             if x.is_finite() && y.is_finite() {
@@ -267,17 +323,18 @@ pub fn line_chart(
         }
         let _ = write!(
             s,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"><title>{}</title></polyline>"#,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="1.5"{dash} points="{}"><title>{}</title></polyline>"#,
             pts.trim_end(),
             esc(&l.name)
         );
         let lx = MARGIN_L + 8.0 + (i % 4) as f64 * 160.0;
         let ly = MARGIN_T + 12.0 + (i / 4) as f64 * 14.0;
+        let y = ly - 3.0;
         let _ = write!(
             s,
-            r#"<rect x="{lx:.1}" y="{:.1}" width="10" height="3" fill="{color}"/><text x="{:.1}" y="{:.1}" class="lg">{}</text>"#,
-            ly - 4.0,
-            lx + 14.0,
+            r#"<line x1="{lx:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="{color}" stroke-width="3"{dash}/><text x="{:.1}" y="{:.1}" class="lg">{}</text>"#,
+            lx + 12.0,
+            lx + 16.0,
             ly,
             esc(&l.name)
         );
@@ -302,6 +359,27 @@ fn series_line(name: &str, series: &[Sample], f: impl Fn(&Sample) -> f64) -> Lin
     Line {
         name: name.to_string(),
         points: series.iter().map(|s| (hours(s.t_ms), f(s))).collect(),
+        ..Line::default()
+    }
+}
+
+/// Pool rows grouped by pool, in the order pools first appear (the table's pool order).
+fn pool_series(rows: &[PoolRow]) -> Vec<(&str, Vec<(u64, PoolFigures)>)> {
+    let mut out: Vec<(&str, Vec<(u64, PoolFigures)>)> = Vec::new();
+    for r in rows {
+        match out.iter_mut().find(|(p, _)| *p == r.pool) {
+            Some((_, v)) => v.push((r.t_ms, r.figures)),
+            None => out.push((r.pool.as_str(), vec![(r.t_ms, r.figures)])),
+        }
+    }
+    out
+}
+
+fn pool_line(name: &str, rows: &[(u64, PoolFigures)], f: impl Fn(&PoolFigures) -> f64) -> Line {
+    Line {
+        name: name.to_string(),
+        points: rows.iter().map(|(t, v)| (hours(*t), f(v))).collect(),
+        ..Line::default()
     }
 }
 
@@ -319,6 +397,7 @@ pub fn cdf_line(name: &str, sorted_ms: &[u64]) -> Line {
     Line {
         name: format!("{name} ({} tasks)", sorted_ms.len()),
         points,
+        ..Line::default()
     }
 }
 
@@ -393,6 +472,57 @@ pub fn render(report: &SimReport, d: &RunData) -> String {
             Some(100.0),
         ));
     }
+    // Per pool: allocation and utilisation of each resource over the pool's own capacity in
+    // service (pools that never had any of it are left out), then pending tasks.
+    let pools = pool_series(&d.pools);
+    for (res, cap, alloc, used) in [
+        (
+            "CPU",
+            (|f: &PoolFigures| f.cpu_capacity_milli) as fn(&PoolFigures) -> u64,
+            (|f: &PoolFigures| f.cpu_alloc_milli) as fn(&PoolFigures) -> u64,
+            (|f: &PoolFigures| f.cpu_used_milli) as fn(&PoolFigures) -> u64,
+        ),
+        (
+            "memory",
+            |f: &PoolFigures| f.mem_capacity_mib,
+            |f: &PoolFigures| f.mem_alloc_mib,
+            |f: &PoolFigures| f.mem_used_mib,
+        ),
+        (
+            "GPU",
+            |f: &PoolFigures| f.gpu_capacity_milli,
+            |f: &PoolFigures| f.gpu_alloc_milli,
+            |f: &PoolFigures| f.gpu_used_milli,
+        ),
+    ] {
+        // One colour per pool (the same in every per-pool view); used is dashed.
+        let mut lines = Vec::new();
+        for (k, (pool, rows)) in pools.iter().enumerate() {
+            if rows.iter().all(|(_, f)| cap(f) == 0) {
+                continue;
+            }
+            let allocated = pool_line(&format!("{pool} allocated"), rows, |f| {
+                pct(alloc(f), cap(f))
+            });
+            let used_line = pool_line(&format!("{pool} used"), rows, |f| pct(used(f), cap(f)));
+            lines.push(Line {
+                color: Some(k),
+                ..allocated
+            });
+            lines.push(Line {
+                color: Some(k),
+                dashed: true,
+                ..used_line
+            });
+        }
+        h.push_str(&line_chart(
+            &format!("{res} per pool: allocated and used"),
+            x,
+            "% of the pool's capacity in service",
+            &lines,
+            Some(100.0),
+        ));
+    }
     h.push_str(&line_chart(
         "Tasks pending and running",
         x,
@@ -401,6 +531,21 @@ pub fn render(report: &SimReport, d: &RunData) -> String {
             series_line("pending", s, |v| v.pending_tasks as f64),
             series_line("running", s, |v| v.running_tasks as f64),
         ],
+        None,
+    ));
+    let pending: Vec<Line> = pools
+        .iter()
+        .enumerate()
+        .map(|(k, (pool, rows))| Line {
+            color: Some(k),
+            ..pool_line(pool, rows, |f| f.pending_tasks as f64)
+        })
+        .collect();
+    h.push_str(&line_chart(
+        "Pending tasks per pool (by the first pool that could serve them)",
+        x,
+        "tasks",
+        &pending,
         None,
     ));
     h.push_str(&line_chart(
@@ -426,8 +571,13 @@ pub fn render(report: &SimReport, d: &RunData) -> String {
             .entry(r.t_ms)
             .or_insert(0) += r.nodes;
     }
-    let mut node_lines = vec![series_line("all", s, |v| v.nodes as f64)];
+    // Each pool in its colour of the per-pool views; the total in grey.
+    let mut node_lines = vec![Line {
+        color: Some(GREY),
+        ..series_line("all", s, |v| v.nodes as f64)
+    }];
     for (pool, counts) in &per_pool {
+        let label = if pool.is_empty() { NO_POOL } else { pool };
         // A pool absent from a sample had no node in service then.
         let points = s
             .iter()
@@ -439,8 +589,10 @@ pub fn render(report: &SimReport, d: &RunData) -> String {
             })
             .collect();
         node_lines.push(Line {
-            name: format!("pool {pool}"),
+            name: format!("pool {label}"),
             points,
+            color: pools.iter().position(|(p, _)| *p == label),
+            ..Line::default()
         });
     }
     h.push_str(&line_chart(
@@ -518,14 +670,17 @@ mod tests {
             Line {
                 name: "a".into(),
                 points: vec![(0.0, 0.0), (1.0, 50.0), (2.0, 100.0)],
+                ..Line::default()
             },
             Line {
                 name: "b".into(),
                 points: vec![(0.0, 10.0), (2.0, 20.0)],
+                ..Line::default()
             },
             Line {
                 name: "c".into(),
                 points: vec![],
+                ..Line::default()
             },
         ];
         let svg = line_chart("t", "x", "y", &lines, None);
@@ -555,6 +710,7 @@ mod tests {
             &[Line {
                 name: "a".into(),
                 points,
+                ..Line::default()
             }],
             Some(100.0),
         );
@@ -577,12 +733,34 @@ mod tests {
             &[Line {
                 name: "pool <script>alert(1)</script>".into(),
                 points: vec![(0.0, 1.0)],
+                ..Line::default()
             }],
             None,
         );
         assert!(!svg.contains("<script"));
         assert!(!svg.contains("<b>"));
         assert!(svg.contains("pool &lt;script&gt;"));
+    }
+
+    #[test]
+    fn a_line_may_name_its_colour_and_be_dashed() {
+        let line = |color, dashed| Line {
+            name: "l".into(),
+            points: vec![(0.0, 1.0), (1.0, 2.0)],
+            color,
+            dashed,
+        };
+        let svg = line_chart(
+            "t",
+            "x",
+            "y",
+            &[line(Some(2), true), line(None, false)],
+            None,
+        );
+        let polylines: Vec<&str> = svg.split("<polyline").skip(1).collect();
+        assert!(polylines[0].contains(PALETTE[2]) && polylines[0].contains("stroke-dasharray"));
+        // Without a colour, the line's position picks it.
+        assert!(polylines[1].contains(PALETTE[1]) && !polylines[1].contains("stroke-dasharray"));
     }
 
     #[test]
@@ -605,6 +783,37 @@ mod tests {
                 zone: "a".into(),
                 nodes: 2,
             }],
+            // Two pools, one without GPUs: it has no line in the GPU per-pool view.
+            pools: (0..50)
+                .flat_map(|i| {
+                    let f = PoolFigures {
+                        nodes: 1,
+                        cpu_capacity_milli: 2000,
+                        cpu_alloc_milli: 1000,
+                        cpu_used_milli: 500,
+                        mem_capacity_mib: 50,
+                        mem_alloc_mib: 25,
+                        pending_tasks: i % 3,
+                        ..PoolFigures::default()
+                    };
+                    [
+                        PoolRow {
+                            t_ms: i * 60_000,
+                            pool: "cpu".into(),
+                            figures: f,
+                        },
+                        PoolRow {
+                            t_ms: i * 60_000,
+                            pool: "gpu".into(),
+                            figures: PoolFigures {
+                                gpu_capacity_milli: 2000,
+                                gpu_alloc_milli: 500,
+                                ..f
+                            },
+                        },
+                    ]
+                })
+                .collect(),
             waits_ms: [
                 ("critical".to_string(), vec![0, 1000]),
                 ("flex".into(), vec![5]),
@@ -617,6 +826,10 @@ mod tests {
             "CPU allocation",
             "memory allocation",
             "GPU allocation",
+            "CPU per pool",
+            "memory per pool",
+            "GPU per pool",
+            "Pending tasks per pool",
             "Tasks pending",
             "GPU fragmentation",
             "Nodes in service",
@@ -634,7 +847,13 @@ mod tests {
             html.matches("http").count(),
             html.matches("http://www.w3.org/2000/svg").count()
         );
-        // 3 resources x 2 + pending 2 + frag 2 + nodes (all + 1 pool) + cost 1 + 2 tiers.
-        assert_eq!(html.matches("<polyline").count(), 6 + 2 + 2 + 2 + 1 + 2);
+        // 3 resources x 2 + per pool (cpu 2 x 2, mem 2 x 2, gpu 1 x 2) + pending 2 + pending
+        // per pool 2 + frag 2 + nodes (all + 1 pool) + cost 1 + 2 tiers.
+        assert_eq!(
+            html.matches("<polyline").count(),
+            6 + 10 + 2 + 2 + 2 + 2 + 1 + 2
+        );
+        // The used lines of the per-pool views are dashed, in the plot and the legend.
+        assert_eq!(html.matches("stroke-dasharray").count(), 2 * 5);
     }
 }

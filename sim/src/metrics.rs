@@ -1,17 +1,32 @@
 //! What a run measures: a time series (allocation and utilisation per resource, pending queue,
-//! nodes, cost), per-task rows (wait, run, slowdown, retries) and the summary.
+//! nodes, cost), the same figures per pool at each sample, per-task rows (wait, run, slowdown,
+//! retries) and the summary.
 //!
 //! Definitions: *allocation* is what placed tasks hold on nodes in service, over their capacity;
 //! *utilisation* is what running (started) containers hold (the traces carry no usage figures).
 //! Wait is from the job's submission to the task's start; slowdown is response time over run
-//! time, bounded slowdown uses a 10 s floor on the run time (Feitelson's bound).
+//! time (tasks that ran 0 ms have none), bounded slowdown uses a 10 s floor on the run time
+//! (Feitelson's bound), so every task that finished normally has one.
+//!
+//! Per pool: capacity, allocation and running tasks belong to the pool of the node (its `pool`
+//! attribute; nodes without one are [`NO_POOL`]). A pending task has no node yet: it counts under
+//! the first pool, in the scenario's order, that could serve it (its tier may use the pool, its
+//! hard attribute constraints allow one of the pool's types and zones, and an empty node of that
+//! type fits it), else under the first group of static nodes outside the pools that could, else
+//! under [`NO_POOL`]. So every figure of a sample is the sum of its pools' figures.
 
 use crate::engine::{Engine, SimTask};
 use crate::report::{SimReport, TierFigures};
+use crate::scenario::Scenario;
 use crate::workload::SimJob;
 use crate::SimError;
-use berth_solver::controller::{JobState, TaskRecord};
-use berth_solver::{JobId, NodeId, TaskId, TaskReason, TaskState, Tier};
+use berth_solver::bounds::NodeKind;
+use berth_solver::catalog::Catalog;
+use berth_solver::controller::{JobState, PoolSpec, TaskRecord};
+use berth_solver::{
+    Constraint, Constraints, JobId, JobSpec, NodeAttributes, NodeId, NodeSpec, TaskId, TaskReason,
+    TaskState, Tier,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
@@ -43,6 +58,28 @@ pub struct Sample {
     pub cost_usd: f64,
 }
 
+/// The pool name of nodes without a `pool` attribute, and of pending tasks nothing could serve.
+pub const NO_POOL: &str = "(none)";
+
+/// One pool's share of a sample (a row of `pools.csv` with its time and pool name). Each field
+/// summed over the pools of a sample is the [`Sample`] field of the same name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PoolFigures {
+    pub nodes: u64,
+    pub cpu_capacity_milli: u64,
+    pub cpu_alloc_milli: u64,
+    pub cpu_used_milli: u64,
+    pub mem_capacity_mib: u64,
+    pub mem_alloc_mib: u64,
+    pub mem_used_mib: u64,
+    pub gpu_capacity_milli: u64,
+    pub gpu_alloc_milli: u64,
+    pub gpu_used_milli: u64,
+    pub gpu_idle_on_partial_nodes_milli: u64,
+    pub pending_tasks: u64,
+    pub running_tasks: u64,
+}
+
 /// Fault counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FaultCounts {
@@ -64,6 +101,12 @@ struct Live {
     attempt: u32,
     tier: Option<Tier>,
     submit_ms: Option<u64>,
+    /// Index into the run's jobs.
+    job_index: Option<usize>,
+    /// Set when the task was placed (`Launched`): no longer pending.
+    placed: bool,
+    /// The node it was placed on (driver id).
+    node: Option<NodeId>,
 }
 
 /// Accumulated measurements.
@@ -71,15 +114,27 @@ pub struct Metrics {
     pub series: Vec<Sample>,
     /// (t_ms, pool, instance type, zone, nodes).
     pub nodes_series: Vec<(u64, String, String, String, u64)>,
+    /// Pool names of `pools_series`: the scenario's pools in order, then the pools of static
+    /// nodes outside them, then [`NO_POOL`] when anything counts under it.
+    pub pool_names: Vec<String>,
+    /// Per sample: its time and one entry per pool of `pool_names` (a pool named later in the
+    /// run has no entry in earlier samples: it had nothing then).
+    pub pools_series: Vec<(u64, Vec<PoolFigures>)>,
+    /// By job index: the index in `pool_names` its pending tasks count under (set at the first
+    /// sample).
+    job_pool: Vec<u32>,
     pub faults: FaultCounts,
     pub unplaced_reports: u64,
     pub instances_requested: u64,
     live: HashMap<TaskId, Live>,
     /// Wait of first attempts, per tier.
     waits_ms: [Vec<u64>; 2],
+    /// Sum and count of slowdowns: tasks that finished normally and ran more than 0 ms.
     slowdown_sum: f64,
-    bounded_slowdown_sum: f64,
     slowdown_n: u64,
+    /// Sum and count of bounded slowdowns: every task that finished normally.
+    bounded_slowdown_sum: f64,
+    bounded_slowdown_n: u64,
     pub retries: u64,
     pub tasks_started: u64,
     pub reasons: BTreeMap<String, u64>,
@@ -109,14 +164,18 @@ impl Metrics {
         Metrics {
             series: Vec::new(),
             nodes_series: Vec::new(),
+            pool_names: Vec::new(),
+            pools_series: Vec::new(),
+            job_pool: Vec::new(),
             faults: FaultCounts::default(),
             unplaced_reports: 0,
             instances_requested: 0,
             live: HashMap::new(),
             waits_ms: [Vec::new(), Vec::new()],
             slowdown_sum: 0.0,
-            bounded_slowdown_sum: 0.0,
             slowdown_n: 0,
+            bounded_slowdown_sum: 0.0,
+            bounded_slowdown_n: 0,
             retries: 0,
             tasks_started: 0,
             reasons: BTreeMap::new(),
@@ -141,7 +200,8 @@ impl Metrics {
                 if r.attempt > 0 {
                     self.retries += 1;
                 }
-                let job = index.get(&r.job).map(|&i| &jobs[i]);
+                let job_index = index.get(&r.job).copied();
+                let job = job_index.map(|i| &jobs[i]);
                 self.live.insert(
                     r.task,
                     Live {
@@ -152,8 +212,17 @@ impl Metrics {
                         attempt: r.attempt,
                         tier: job.map(|j| j.spec.tier),
                         submit_ms: job.map(|j| j.submit_ms),
+                        job_index,
+                        placed: false,
+                        node: None,
                     },
                 );
+            }
+            TaskState::Launched => {
+                if let Some(l) = self.live.get_mut(&r.task) {
+                    l.placed = true;
+                    l.node = r.node;
+                }
             }
             TaskState::Started => {
                 self.tasks_started += 1;
@@ -203,10 +272,11 @@ impl Metrics {
             if run > 0 {
                 slowdown = response as f64 / run as f64;
                 self.slowdown_sum += slowdown;
+                self.slowdown_n += 1;
             }
             bounded = (response as f64 / run.max(SLOWDOWN_BOUND_MS) as f64).max(1.0);
             self.bounded_slowdown_sum += bounded;
-            self.slowdown_n += u64::from(run > 0);
+            self.bounded_slowdown_n += 1;
         }
         if let Some(w) = self.tasks_out.as_mut() {
             let tier = job.map_or("", |j| j.spec.tier.as_str());
@@ -238,6 +308,16 @@ impl Metrics {
                 fmt(bounded)
             );
         }
+    }
+
+    /// (mean slowdown, mean bounded slowdown) of the tasks finished so far, each over the tasks
+    /// it is defined for; 0 when there are none.
+    pub fn slowdown_means(&self) -> (f64, f64) {
+        let mean = |sum: f64, n: u64| if n > 0 { sum / n as f64 } else { 0.0 };
+        (
+            mean(self.slowdown_sum, self.slowdown_n),
+            mean(self.bounded_slowdown_sum, self.bounded_slowdown_n),
+        )
     }
 
     pub(crate) fn job_record(&mut self, now: u64, _job: JobId, state: JobState) {
@@ -278,8 +358,182 @@ fn cost_micro_usd(e: &Engine<'_>) -> u64 {
     total as u64
 }
 
-/// Takes one time-series sample.
+/// Does a node with `attrs` satisfy the hard attribute constraints? (Zone balance, unique and
+/// exclusive host depend on where other tasks are, not on the node: they pass.)
+fn attributes_ok(c: &Constraints, attrs: &NodeAttributes) -> bool {
+    c.hard.iter().all(|k| match k {
+        Constraint::AttributeEquals { key, value } => attrs.get(key) == Some(value.as_str()),
+        Constraint::AttributeIn { key, values } => attrs
+            .get(key)
+            .is_some_and(|v| values.iter().any(|x| x == v)),
+        _ => true,
+    })
+}
+
+/// The pool name a node counts under.
+fn pool_label(attr: &str) -> &str {
+    if attr.is_empty() {
+        NO_POOL
+    } else {
+        attr
+    }
+}
+
+/// Who may serve pending tasks, in the order they are tried (see the module documentation).
+struct Servers<'a> {
+    pools: &'a [PoolSpec],
+    /// Pools each tier may use (the policy's, else derived from the pools' tiers, as the
+    /// controller does); absent or empty = any.
+    tier_pools: BTreeMap<Tier, Vec<String>>,
+    /// Distinct static nodes outside the pools (attributes, capacity and GPUs).
+    static_kinds: Vec<NodeSpec>,
+}
+
+impl Servers<'_> {
+    fn tier_may_use(&self, tier: Tier, pool: &str) -> bool {
+        self.tier_pools
+            .get(&tier)
+            .is_none_or(|l| l.is_empty() || l.iter().any(|p| p == pool))
+    }
+
+    /// The configured pool (index into `pools`) or else the static kind (index into
+    /// `static_kinds`, after the pools) a pending task of `job` counts under.
+    fn serving(&self, job: &JobSpec) -> Option<usize> {
+        let catalog = Catalog::ec2();
+        for (i, p) in self.pools.iter().enumerate() {
+            if !self.tier_may_use(job.tier, &p.name) {
+                continue;
+            }
+            for t in p.instance_types.iter().filter_map(|t| catalog.get(t)) {
+                if !NodeKind::from_instance_type(t).can_host(&job.task) {
+                    continue;
+                }
+                let fits_zone = p.zones.iter().any(|z| {
+                    let attrs = NodeAttributes {
+                        zone: z.clone(),
+                        instance_type: t.name.clone(),
+                        pool: p.name.clone(),
+                        labels: BTreeMap::new(),
+                    };
+                    attributes_ok(&job.constraints, &attrs)
+                });
+                if fits_zone {
+                    return Some(i);
+                }
+            }
+        }
+        self.static_kinds
+            .iter()
+            .position(|n| {
+                self.tier_may_use(job.tier, &n.attributes.pool)
+                    && attributes_ok(&job.constraints, &n.attributes)
+                    && NodeKind::new(n.capacity, n.gpus.clone()).can_host(&job.task)
+            })
+            .map(|k| self.pools.len() + k)
+    }
+}
+
+impl Metrics {
+    /// The index of pool `name` in `pool_names`, added when new.
+    fn pool_index(&mut self, name: &str) -> u32 {
+        match self.pool_names.iter().position(|p| p == name) {
+            Some(i) => i as u32,
+            None => {
+                self.pool_names.push(name.to_string());
+                (self.pool_names.len() - 1) as u32
+            }
+        }
+    }
+}
+
+impl<'a> Servers<'a> {
+    /// The pools of `s` and the static nodes (`nodes`) outside them.
+    fn new<'n>(s: &'a Scenario, nodes: impl IntoIterator<Item = &'n NodeSpec>) -> Servers<'a> {
+        let pools = &s.cluster.pools;
+        let mut tier_pools = s
+            .policy
+            .placement_policy()
+            .map(|p| p.tier_pools)
+            .unwrap_or_default();
+        if tier_pools.is_empty() && !pools.is_empty() {
+            for tier in Tier::ALL {
+                let names: Vec<String> = pools
+                    .iter()
+                    .filter(|p| p.tier == tier)
+                    .map(|p| p.name.clone())
+                    .collect();
+                if !names.is_empty() {
+                    tier_pools.insert(tier, names);
+                }
+            }
+        }
+        let mut static_kinds: Vec<NodeSpec> = Vec::new();
+        for n in nodes {
+            if pools.iter().any(|p| p.name == n.attributes.pool) {
+                continue;
+            }
+            let same = |k: &NodeSpec| {
+                k.attributes == n.attributes && k.capacity == n.capacity && k.gpus == n.gpus
+            };
+            if !static_kinds.iter().any(same) {
+                static_kinds.push(n.clone());
+            }
+        }
+        Servers {
+            pools,
+            tier_pools,
+            static_kinds,
+        }
+    }
+
+    /// The pool name of each server (`serving`'s index).
+    fn names(&self) -> Vec<String> {
+        self.pools
+            .iter()
+            .map(|p| p.name.clone())
+            .chain(
+                self.static_kinds
+                    .iter()
+                    .map(|k| pool_label(&k.attributes.pool).to_string()),
+            )
+            .collect()
+    }
+}
+
+/// Names the pools and decides, per job, the pool its pending tasks count under (at the first
+/// sample: the static nodes are known, pool nodes carry their pool's name).
+fn init_pools(e: &mut Engine<'_>) {
+    let servers = Servers::new(
+        e.s,
+        e.nodes
+            .iter()
+            .filter(|n| n.instance.is_none())
+            .map(|n| &n.spec),
+    );
+    let pools = servers.pools;
+    let m = &mut e.metrics;
+    for p in pools {
+        m.pool_index(&p.name);
+    }
+    for n in &e.nodes {
+        m.pool_index(pool_label(&n.spec.attributes.pool));
+    }
+    let server_pool = servers.names();
+    let mut job_pool = Vec::with_capacity(e.jobs.len());
+    for j in &e.jobs {
+        let name = servers
+            .serving(&j.spec)
+            .map_or(NO_POOL, |i| server_pool[i].as_str());
+        job_pool.push(m.pool_index(name));
+    }
+    m.job_pool = job_pool;
+}
+
+/// Takes one time-series sample, and its per-pool figures.
 pub(crate) fn sample(e: &mut Engine<'_>) {
+    if e.metrics.series.is_empty() {
+        init_pools(e);
+    }
     let view = e.ctrl.view();
     let mut s = Sample {
         t_ms: e.now_ms,
@@ -299,6 +553,7 @@ pub(crate) fn sample(e: &mut Engine<'_>) {
         cost_usd: cost_micro_usd(e) as f64 / 1e6,
     };
     let mut per: BTreeMap<(String, String, String), u64> = BTreeMap::new();
+    let mut pools = vec![PoolFigures::default(); e.metrics.pool_names.len()];
     for n in 0..view.len() {
         let id = NodeId(n as u32);
         if !view.is_schedulable(id) {
@@ -306,27 +561,87 @@ pub(crate) fn sample(e: &mut Engine<'_>) {
         }
         let spec = view.node(id);
         let free = view.free(id);
-        s.nodes += 1;
-        s.cpu_capacity_milli += spec.capacity.cpu_milli;
-        s.cpu_alloc_milli += spec.capacity.cpu_milli - free.cpu_milli;
-        s.mem_capacity_mib += spec.capacity.mem_mib;
-        s.mem_alloc_mib += spec.capacity.mem_mib - free.mem_mib;
         let devs = view.gpu_free(id);
         let cap = devs.len() as u64 * 1000;
         let gfree: u64 = devs.iter().map(|&f| u64::from(f)).sum();
-        s.gpu_capacity_milli += cap;
-        s.gpu_alloc_milli += cap - gfree;
-        if gfree > 0 && gfree < cap {
-            s.gpu_idle_on_partial_nodes_milli += gfree;
-        }
-        s.running_tasks += u64::from(view.task_count(id));
         let a = &spec.attributes;
+        let pi = e.metrics.pool_index(pool_label(&a.pool)) as usize;
+        if pi >= pools.len() {
+            pools.resize(pi + 1, PoolFigures::default());
+        }
+        let p = &mut pools[pi];
+        p.nodes += 1;
+        p.cpu_capacity_milli += spec.capacity.cpu_milli;
+        p.cpu_alloc_milli += spec.capacity.cpu_milli - free.cpu_milli;
+        p.mem_capacity_mib += spec.capacity.mem_mib;
+        p.mem_alloc_mib += spec.capacity.mem_mib - free.mem_mib;
+        p.gpu_capacity_milli += cap;
+        p.gpu_alloc_milli += cap - gfree;
+        if gfree > 0 && gfree < cap {
+            p.gpu_idle_on_partial_nodes_milli += gfree;
+        }
+        p.running_tasks += u64::from(view.task_count(id));
         *per.entry((a.pool.clone(), a.instance_type.clone(), a.zone.clone()))
             .or_insert(0) += 1;
+    }
+    // Started tasks by their node's pool (nodes out of service too, as `used` counts them);
+    // pending tasks by their job's pool. Sums of integers: the map's order does not matter.
+    // A name not yet in `pool_names` (not expected: every node's pool is named at the first
+    // sample or when it comes into service) is added after the loop.
+    pools.resize(e.metrics.pool_names.len(), PoolFigures::default());
+    let m = &e.metrics;
+    let mut extra: BTreeMap<&str, PoolFigures> = BTreeMap::new();
+    for (task, l) in &m.live {
+        if !l.placed {
+            let target = match l.job_index.and_then(|j| m.job_pool.get(j)) {
+                Some(&i) => Ok(i as usize),
+                None => m
+                    .pool_names
+                    .iter()
+                    .position(|p| p == NO_POOL)
+                    .ok_or(NO_POOL),
+            };
+            match target {
+                Ok(i) => pools[i].pending_tasks += 1,
+                Err(name) => extra.entry(name).or_default().pending_tasks += 1,
+            }
+            continue;
+        }
+        let (Some(_), Some(node), Some(t)) = (l.started_ms, l.node, e.tasks.get(task)) else {
+            continue;
+        };
+        let name = e
+            .nodes
+            .get(node.0 as usize)
+            .map_or(NO_POOL, |n| pool_label(&n.spec.attributes.pool));
+        let p = match m.pool_names.iter().position(|p| p == name) {
+            Some(i) => &mut pools[i],
+            None => extra.entry(name).or_default(),
+        };
+        p.cpu_used_milli += t.resources.cpu_milli;
+        p.mem_used_mib += t.resources.mem_mib;
+        p.gpu_used_milli += t.gpu_milli;
+    }
+    for (name, f) in extra {
+        let i = e.metrics.pool_index(name) as usize;
+        pools.resize(i + 1, PoolFigures::default());
+        pools[i] = f;
+    }
+    for p in &pools {
+        s.nodes += p.nodes;
+        s.cpu_capacity_milli += p.cpu_capacity_milli;
+        s.cpu_alloc_milli += p.cpu_alloc_milli;
+        s.mem_capacity_mib += p.mem_capacity_mib;
+        s.mem_alloc_mib += p.mem_alloc_mib;
+        s.gpu_capacity_milli += p.gpu_capacity_milli;
+        s.gpu_alloc_milli += p.gpu_alloc_milli;
+        s.gpu_idle_on_partial_nodes_milli += p.gpu_idle_on_partial_nodes_milli;
+        s.running_tasks += p.running_tasks;
     }
     for ((pool, it, zone), c) in per {
         e.metrics.nodes_series.push((s.t_ms, pool, it, zone, c));
     }
+    e.metrics.pools_series.push((s.t_ms, pools));
     e.metrics.series.push(s);
 }
 
@@ -384,6 +699,7 @@ pub(crate) fn finish(e: &mut Engine<'_>, source: &str) -> Result<SimReport, SimE
             },
         );
     }
+    let (slowdown_mean, bounded_slowdown_mean) = m.slowdown_means();
     let series = &m.series;
     let mean = |f: &dyn Fn(&Sample) -> (u64, u64)| {
         let (mut a, mut b) = (0f64, 0f64);
@@ -416,16 +732,8 @@ pub(crate) fn finish(e: &mut Engine<'_>, source: &str) -> Result<SimReport, SimE
         task_reasons: m.reasons.clone(),
         retries: m.retries,
         tiers,
-        slowdown_mean: if m.slowdown_n > 0 {
-            m.slowdown_sum / m.slowdown_n as f64
-        } else {
-            0.0
-        },
-        bounded_slowdown_mean: if m.slowdown_n > 0 {
-            m.bounded_slowdown_sum / m.slowdown_n as f64
-        } else {
-            0.0
-        },
+        slowdown_mean,
+        bounded_slowdown_mean,
         cpu_alloc_mean: mean(&|s| (s.cpu_alloc_milli, s.cpu_capacity_milli)),
         mem_alloc_mean: mean(&|s| (s.mem_alloc_mib, s.mem_capacity_mib)),
         gpu_alloc_mean: mean(&|s| (s.gpu_alloc_milli, s.gpu_capacity_milli)),
@@ -440,4 +748,153 @@ pub(crate) fn finish(e: &mut Engine<'_>, source: &str) -> Result<SimReport, SimE
         unplaced_reports: m.unplaced_reports,
     };
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_solver::{BatchSpec, GpuDemand, JobKind, Resources, TaskShape};
+
+    fn job(tier: Tier, task: TaskShape, hard: Vec<Constraint>) -> JobSpec {
+        JobSpec {
+            name: "j".into(),
+            owner: String::new(),
+            tier,
+            capacity_group: "default".into(),
+            kind: JobKind::Batch(BatchSpec {
+                size: 1,
+                runtime_limit_ms: None,
+                retry: Default::default(),
+                gang: false,
+            }),
+            task,
+            constraints: Constraints {
+                hard,
+                soft: Vec::new(),
+            },
+            container: None,
+        }
+    }
+
+    fn equals(key: &str, value: &str) -> Constraint {
+        Constraint::AttributeEquals {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn a_pending_task_counts_under_the_first_pool_that_could_serve_it() {
+        // The default scenario: critical (m5.2xlarge, g5.2xlarge; critical tier only), cpu
+        // (m5.*) and gpu (g5.xlarge, g5.2xlarge), both flex.
+        let s = Scenario::default_scenario();
+        let big = NodeSpec {
+            id: NodeId(0),
+            name: "big".into(),
+            capacity: Resources::new(1_000_000, 1 << 30, 1 << 30, 1 << 20),
+            gpus: None,
+            attributes: NodeAttributes::default(),
+        };
+        let sv = Servers::new(&s, [&big, &big]);
+        assert_eq!(sv.names(), ["critical", "cpu", "gpu", NO_POOL]);
+        let cpu = TaskShape::new(Resources::new(1000, 2048, 0, 0));
+        let gpu = cpu.clone().with_gpu(GpuDemand::Milli(500));
+        let huge = TaskShape::new(Resources::new(500_000, 2048, 0, 0));
+        let serving = |tier, shape: &TaskShape, hard| sv.serving(&job(tier, shape.clone(), hard));
+        assert_eq!(serving(Tier::Critical, &cpu, vec![]), Some(0));
+        assert_eq!(serving(Tier::Critical, &gpu, vec![]), Some(0));
+        assert_eq!(serving(Tier::Flex, &cpu, vec![]), Some(1));
+        // The cpu pool has no GPU: the gpu pool is the first that could serve it.
+        assert_eq!(serving(Tier::Flex, &gpu, vec![]), Some(2));
+        // Hard attribute constraints narrow the pools.
+        assert_eq!(
+            serving(Tier::Flex, &cpu, vec![equals("pool", "gpu")]),
+            Some(2)
+        );
+        assert_eq!(
+            serving(Tier::Flex, &cpu, vec![equals("instance_type", "g5.xlarge")]),
+            Some(2)
+        );
+        // Only static nodes outside the pools could fit it, but the tiers' pools (derived from
+        // the configured pools, as the controller does) leave them out.
+        assert_eq!(serving(Tier::Flex, &huge, vec![]), None);
+        // Nothing could: the caller counts it under NO_POOL.
+        assert_eq!(
+            serving(Tier::Flex, &gpu, vec![equals("zone", "mars")]),
+            None
+        );
+        let eight = cpu.clone().with_gpu(GpuDemand::Whole(8));
+        assert_eq!(serving(Tier::Critical, &eight, vec![]), None);
+        // When any tier may use any node, the static nodes count under their pool name, after
+        // the pools (the critical pool is now the first for flex work).
+        let mut open = Servers::new(&s, [&big]);
+        open.tier_pools.clear();
+        assert_eq!(
+            open.serving(&job(Tier::Flex, huge.clone(), vec![])),
+            Some(3)
+        );
+        assert_eq!(open.serving(&job(Tier::Flex, cpu.clone(), vec![])), Some(0));
+        // Without static nodes, a task too big for every pool is served by none.
+        open.static_kinds.clear();
+        assert_eq!(open.serving(&job(Tier::Flex, huge, vec![])), None);
+    }
+
+    fn record(task: u64, state: TaskState, reason: Option<TaskReason>) -> TaskRecord {
+        TaskRecord {
+            task: TaskId(task),
+            job: JobId(0),
+            slot: task as u32,
+            attempt: 0,
+            state,
+            reason,
+            node: Some(NodeId(0)),
+        }
+    }
+
+    #[test]
+    fn slowdown_means_cover_the_tasks_each_is_defined_for() {
+        let jobs = vec![SimJob {
+            id: JobId(0),
+            submit_ms: 0,
+            spec: job(
+                Tier::Flex,
+                TaskShape::new(Resources::new(1000, 1, 0, 0)),
+                vec![],
+            ),
+            duration_ms: None,
+            requested_ms: None,
+            outcome: berth_traces::TraceOutcome::Completed,
+        }];
+        let index: HashMap<JobId, usize> = [(JobId(0), 0)].into_iter().collect();
+        let mut m = Metrics::new(None, 1000);
+        for t in 0..3 {
+            m.task_record(
+                0,
+                &record(t, TaskState::Accepted, None),
+                None,
+                &jobs,
+                &index,
+            );
+        }
+        // Task 0 waits 20 s and runs 0 ms: no slowdown, bounded slowdown 20 s / 10 s = 2.
+        m.task_record(
+            20_000,
+            &record(0, TaskState::Started, None),
+            None,
+            &jobs,
+            &index,
+        );
+        let done = |t| record(t, TaskState::Finished, Some(TaskReason::Normal));
+        m.task_finished(20_000, &done(0), None, &jobs, &index);
+        // Task 1 starts at once and runs 100 s: slowdown 1, bounded slowdown 1.
+        m.task_record(0, &record(1, TaskState::Started, None), None, &jobs, &index);
+        m.task_finished(100_000, &done(1), None, &jobs, &index);
+        // Task 2 never ran: neither.
+        let killed = record(2, TaskState::Finished, Some(TaskReason::Killed));
+        m.task_finished(100_000, &killed, None, &jobs, &index);
+        let (slowdown, bounded) = m.slowdown_means();
+        assert_eq!(slowdown, 1.0);
+        assert_eq!(bounded, 1.5);
+        assert_eq!(Metrics::new(None, 1000).slowdown_means(), (0.0, 0.0));
+    }
 }

@@ -188,8 +188,8 @@ pub fn comparison_table(rows: &[(String, SimReport)]) -> String {
     out
 }
 
-/// Writes `series.csv`, `nodes.csv` and `report.json` into `dir` (`tasks.csv` is streamed
-/// during the run).
+/// Writes `series.csv`, `nodes.csv`, `pools.csv` and `report.json` into `dir` (`tasks.csv` is
+/// streamed during the run).
 pub(crate) fn write_outputs(dir: &Path, report: &SimReport, m: &Metrics) -> Result<(), SimError> {
     std::fs::create_dir_all(dir).map_err(|e| SimError::io(dir, e))?;
     let p = dir.join("series.csv");
@@ -223,6 +223,33 @@ pub(crate) fn write_outputs(dir: &Path, report: &SimReport, m: &Metrics) -> Resu
     let mut text = String::from("t_ms,pool,instance_type,zone,nodes\n");
     for (t, pool, it, zone, c) in &m.nodes_series {
         let _ = writeln!(text, "{t},{pool},{it},{zone},{c}");
+    }
+    std::fs::write(&p, text).map_err(|e| SimError::io(&p, e))?;
+    // One row per (sample, pool), every pool in every sample (zeros where it had nothing).
+    let p = dir.join("pools.csv");
+    let mut text = crate::tables::header_line(crate::tables::POOLS_COLUMNS);
+    let none = crate::metrics::PoolFigures::default();
+    for (t, figures) in &m.pools_series {
+        for (i, pool) in m.pool_names.iter().enumerate() {
+            let f = figures.get(i).unwrap_or(&none);
+            let _ = writeln!(
+                text,
+                "{t},{pool},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                f.nodes,
+                f.cpu_capacity_milli,
+                f.cpu_alloc_milli,
+                f.cpu_used_milli,
+                f.mem_capacity_mib,
+                f.mem_alloc_mib,
+                f.mem_used_mib,
+                f.gpu_capacity_milli,
+                f.gpu_alloc_milli,
+                f.gpu_used_milli,
+                f.gpu_idle_on_partial_nodes_milli,
+                f.pending_tasks,
+                f.running_tasks
+            );
+        }
     }
     std::fs::write(&p, text).map_err(|e| SimError::io(&p, e))?;
     let p = dir.join("report.json");

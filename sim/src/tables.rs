@@ -1,5 +1,5 @@
 //! The run's output tables as typed columns: the column types of `series.csv`, `nodes.csv`,
-//! `tasks.csv` and `sweep.csv`, a CSV reader for them (what the HTML report and the tests
+//! `pools.csv`, `tasks.csv` and `sweep.csv`, a CSV reader for them (what the HTML report and the tests
 //! read), and (feature `parquet`) the Parquet copies written beside the CSVs.
 //!
 //! The Parquet files are made from the finished CSV files, so both hold the same columns and
@@ -47,6 +47,29 @@ pub const NODES_COLUMNS: &[(&str, ColumnKind)] = &[
     ("nodes", I),
 ];
 
+/// `pools.csv`: one row per (sample, pool), every pool in every sample. The figures of
+/// `series.csv` split by pool ([`crate::metrics::PoolFigures`]): at each sample each column
+/// summed over the pools is the series column of the same name. Capacity, allocation and
+/// running tasks are by the node's pool, utilisation by the pool of the running task's node,
+/// pending tasks by the first pool that could serve them (see [`crate::metrics`]).
+pub const POOLS_COLUMNS: &[(&str, ColumnKind)] = &[
+    ("t_ms", I),
+    ("pool", S),
+    ("nodes", I),
+    ("cpu_capacity_milli", I),
+    ("cpu_alloc_milli", I),
+    ("cpu_used_milli", I),
+    ("mem_capacity_mib", I),
+    ("mem_alloc_mib", I),
+    ("mem_used_mib", I),
+    ("gpu_capacity_milli", I),
+    ("gpu_alloc_milli", I),
+    ("gpu_used_milli", I),
+    ("gpu_idle_on_partial_nodes_milli", I),
+    ("pending_tasks", I),
+    ("running_tasks", I),
+];
+
 /// `tasks.csv`: one row per task attempt.
 pub const TASKS_COLUMNS: &[(&str, ColumnKind)] = &[
     ("task", I),
@@ -68,8 +91,16 @@ pub const TASKS_COLUMNS: &[(&str, ColumnKind)] = &[
 pub const RUN_TABLES: &[(&str, &[(&str, ColumnKind)])] = &[
     ("series", SERIES_COLUMNS),
     ("nodes", NODES_COLUMNS),
+    ("pools", POOLS_COLUMNS),
     ("tasks", TASKS_COLUMNS),
 ];
+
+/// The CSV header line of a table (column names, comma-separated, with the newline).
+pub fn header_line(cols: &[(&str, ColumnKind)]) -> String {
+    let mut s = cols.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(",");
+    s.push('\n');
+    s
+}
 
 /// A CSV file as rows of fields (the simulator's CSVs never quote: names hold no commas).
 #[derive(Clone, Debug, PartialEq)]
@@ -98,7 +129,8 @@ impl CsvTable {
     }
 }
 
-/// Writes `series.parquet`, `nodes.parquet` and `tasks.parquet` from the CSVs in `dir`.
+/// Writes `series.parquet`, `nodes.parquet`, `pools.parquet` and `tasks.parquet` from the CSVs
+/// in `dir`.
 #[cfg(feature = "parquet")]
 pub fn write_run_parquet(dir: &Path) -> Result<(), SimError> {
     for (name, cols) in RUN_TABLES {

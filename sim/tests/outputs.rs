@@ -29,6 +29,145 @@ fn writing_outputs_does_not_change_the_run() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Every pool at every sample, in the same order, and each figure of `series.csv` is the sum
+/// of its pools' figures at that sample.
+fn assert_pools_split_the_series(dir: &std::path::Path) -> Vec<String> {
+    let series = CsvTable::read(&dir.join("series.csv")).unwrap();
+    let pools = CsvTable::read(&dir.join("pools.csv")).unwrap();
+    let names: Vec<&str> = berth_sim::tables::POOLS_COLUMNS
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
+    assert_eq!(pools.header, names);
+    let (pt, pp) = (pools.col("t_ms").unwrap(), pools.col("pool").unwrap());
+    let st = series.col("t_ms").unwrap();
+    let n_pools = pools.rows.len() / series.rows.len();
+    assert_eq!(pools.rows.len(), n_pools * series.rows.len());
+    let order: Vec<String> = pools.rows[..n_pools]
+        .iter()
+        .map(|r| r[pp].clone())
+        .collect();
+    for (i, r) in pools.rows.iter().enumerate() {
+        assert_eq!(r[pp], order[i % n_pools], "pool order, row {i}");
+        assert_eq!(r[pt], series.rows[i / n_pools][st], "sample time, row {i}");
+    }
+    // (The last two samples can share a time: the horizon's sample and the closing one.)
+    for col in &names[2..] {
+        let (c, sc) = (pools.col(col).unwrap(), series.col(col).unwrap());
+        for (i, r) in series.rows.iter().enumerate() {
+            let sum: u64 = pools.rows[i * n_pools..(i + 1) * n_pools]
+                .iter()
+                .map(|p| p[c].parse::<u64>().unwrap())
+                .sum();
+            assert_eq!(sum.to_string(), r[sc], "{col} at sample {i}");
+        }
+    }
+    order
+}
+
+#[test]
+fn pools_split_the_series_at_every_sample() {
+    let dir = temp("pools");
+    run_scenario_to(&short(), &dir, &mut |_| {}).unwrap();
+    let order = assert_pools_split_the_series(&dir);
+    assert_eq!(order, ["critical", "cpu", "gpu"]);
+    // Something waited and ran in the hour, in more than one pool (the short run is busy
+    // enough): the per-pool figures are not all in one row.
+    let pools = CsvTable::read(&dir.join("pools.csv")).unwrap();
+    let (pool, pending, used) = (
+        pools.col("pool").unwrap(),
+        pools.col("pending_tasks").unwrap(),
+        pools.col("cpu_used_milli").unwrap(),
+    );
+    let busy = |c: usize| {
+        let mut names: Vec<&str> = pools
+            .rows
+            .iter()
+            .filter(|r| r[c] != "0")
+            .map(|r| r[pool].as_str())
+            .collect();
+        names.dedup();
+        names.sort_unstable();
+        names.dedup();
+        names
+    };
+    assert!(busy(pending).len() >= 2, "pending in {:?}", busy(pending));
+    assert_eq!(busy(used), ["cpu", "critical", "gpu"]);
+    // The cpu pool has no GPU instance type.
+    let (gcap, gpool) = (pools.col("gpu_capacity_milli").unwrap(), pool);
+    assert!(pools
+        .rows
+        .iter()
+        .filter(|r| r[gpool] == "cpu")
+        .all(|r| r[gcap] == "0"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn static_nodes_outside_the_pools_have_their_own_row() {
+    let dir = temp("pools-static");
+    let mut s = short();
+    // Two nodes without a pool attribute: no tier may use them (the tiers' pools are derived
+    // from the configured pools), so they are capacity without allocation.
+    s.cluster.node_groups.push(berth_solver::spec::NodeEntry {
+        name: "spare".into(),
+        count: 2,
+        cpu_milli: 16_000,
+        mem_mib: 65_536,
+        disk_mib: 0,
+        net_mbps: 0,
+        gpus: None,
+        zone: "us-east-1a".into(),
+        instance_type: String::new(),
+        pool: String::new(),
+        labels: Default::default(),
+    });
+    run_scenario_to(&s, &dir, &mut |_| {}).unwrap();
+    let order = assert_pools_split_the_series(&dir);
+    assert_eq!(
+        order,
+        ["critical", "cpu", "gpu", berth_sim::metrics::NO_POOL]
+    );
+    let pools = CsvTable::read(&dir.join("pools.csv")).unwrap();
+    let (pool, nodes, cap, alloc) = (
+        pools.col("pool").unwrap(),
+        pools.col("nodes").unwrap(),
+        pools.col("cpu_capacity_milli").unwrap(),
+        pools.col("cpu_alloc_milli").unwrap(),
+    );
+    for r in pools
+        .rows
+        .iter()
+        .filter(|r| r[pool] == berth_sim::metrics::NO_POOL)
+    {
+        assert_eq!((r[nodes].as_str(), r[cap].as_str()), ("2", "32000"));
+        assert_eq!(r[alloc], "0");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_summary_slowdowns_are_the_means_of_the_task_rows() {
+    let dir = temp("slowdown");
+    let r = run_scenario_to(&short(), &dir, &mut |_| {}).unwrap();
+    let tasks = CsvTable::read(&dir.join("tasks.csv")).unwrap();
+    let mean = |col: &str| {
+        let c = tasks.col(col).unwrap();
+        let v: Vec<f64> = tasks
+            .rows
+            .iter()
+            .filter(|r| !r[c].is_empty())
+            .map(|r| r[c].parse().unwrap())
+            .collect();
+        assert!(!v.is_empty(), "{col}");
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    // The rows print 4 decimals.
+    assert!((r.slowdown_mean - mean("slowdown")).abs() < 1e-3);
+    assert!((r.bounded_slowdown_mean - mean("bounded_slowdown")).abs() < 1e-3);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn the_html_report_draws_the_run_folder() {
     let dir = temp("html");
@@ -37,6 +176,9 @@ fn the_html_report_draws_the_run_folder() {
     let series = CsvTable::read(&dir.join("series.csv")).unwrap();
     assert_eq!(d.series.len(), series.rows.len());
     assert!(!d.nodes.is_empty());
+    let pools = CsvTable::read(&dir.join("pools.csv")).unwrap();
+    assert_eq!(d.pools.len(), pools.rows.len());
+    assert_eq!(d.pools[0].pool, "critical");
     // The CDF is drawn from the same first-attempt waits as the report's percentiles.
     for (tier, f) in &r.tiers {
         let w = d.waits_ms.get(tier).map_or(&[][..], Vec::as_slice);
@@ -45,6 +187,8 @@ fn the_html_report_draws_the_run_folder() {
     }
     let html = render(&r, &d);
     assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.contains("Pending tasks per pool"));
+    assert!(html.contains("gpu allocated"));
     assert!(html.contains(&r.event_log_hash));
     assert!(!html.contains("<script"));
     std::fs::remove_dir_all(&dir).ok();
@@ -121,7 +265,7 @@ fn assert_same(csv: &CsvTable, pq: &CsvTable, what: &str) {
 fn parquet_files_hold_the_csv_tables() {
     let dir = temp("parquet");
     run_scenario_to(&short(), &dir, &mut |_| {}).unwrap();
-    for name in ["series", "nodes", "tasks"] {
+    for name in ["series", "nodes", "pools", "tasks"] {
         let csv = CsvTable::read(&dir.join(format!("{name}.csv"))).unwrap();
         let pq = berth_sim::tables::read_parquet(&dir.join(format!("{name}.parquet"))).unwrap();
         assert!(!csv.rows.is_empty(), "{name} is empty");
