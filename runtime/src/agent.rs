@@ -12,20 +12,32 @@
 //! agent lists its containers, watches the running ones again and reports the exits it missed,
 //! and registers with the tasks it has, so the controller reconciles instead of relaunching.
 //! Launches are idempotent per task id. An exited container is removed only after its exit
-//! report was acknowledged (its log is copied to the data dir first).
+//! report was acknowledged (its log is copied to the data dir first). A container that was
+//! created but never started (the agent stopped in between, or a failed start kept for
+//! post-mortem) is removed when the agent starts: a launch the control plane still owes is
+//! re-sent when the agent registers, and creates it again.
+//!
+//! Capacity: CPUs and memory from the host, disk from the data dir's filesystem, GPUs from
+//! `/dev/nvidia<N>` and `nvidia-smi` (or `--gpus N --gpu-model M`); each can be given instead.
+//!
+//! The URL the agent registers (where the control plane fetches task logs) is `--advertise-url`,
+//! else the address it listens on; listening on every address (`0.0.0.0`) without an advertise
+//! URL is refused, since `http://0.0.0.0:7071` is no address to fetch from.
 
 use crate::api_types::{
     AgentCommand, ApiError, CommandBatch, HeartbeatRequest, RegisterRequest, RegisterResponse,
     Report, ReportRequest,
 };
 use crate::docker::{self, Isolation, LABEL_AGENT, LABEL_TASK};
-use axum::extract::{Path, Request, State};
+use crate::extract::ApiPath;
+use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use berth_solver::{ContainerSpec, JobId, Resources, TaskId};
+use berth_solver::resources::GPU_WHOLE_COUNT_MAX;
+use berth_solver::{ContainerSpec, GpuModel, JobId, NodeGpus, Resources, TaskId};
 use bollard::container::{
     InspectContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
     StopContainerOptions, WaitContainerOptions,
@@ -43,6 +55,28 @@ use tokio::sync::{mpsc, watch};
 pub const LOG_KEEP_BYTES_MAX: usize = 1 << 20;
 /// Reports waiting to be sent, at most.
 pub const REPORT_QUEUE_MAX: usize = 65_536;
+/// How long `nvidia-smi` may take to name the GPUs.
+pub const NVIDIA_SMI_TIMEOUT_MS: u64 = 10_000;
+
+/// The GPUs to offer where they are given (`--gpus`, `--gpu-model`); what is not given is
+/// detected.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GpuOverride {
+    /// Devices to offer (`Some(0)`: none, whatever the host has).
+    pub count: Option<u8>,
+    /// Their model, named as in the catalogue (`T4`, `A10G`, `V100M16`).
+    pub model: Option<String>,
+}
+
+/// What the host shows of its GPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GpuProbe {
+    /// `/dev/nvidia<N>` device files.
+    pub devices: u8,
+    /// One name per device as `nvidia-smi --query-gpu=name --format=csv,noheader` prints them;
+    /// `None` when nvidia-smi is missing or fails.
+    pub smi_names: Option<Vec<String>>,
+}
 
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -64,6 +98,14 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     pub heartbeat_ms: u64,
     pub isolation: Isolation,
+    /// GPUs given instead of detected.
+    pub gpus: GpuOverride,
+    /// The URL the control plane reaches the log endpoint at (`http://10.0.0.7:7071`); default:
+    /// the address it listens on, which must then be a specific one.
+    pub advertise_url: Option<String>,
+    /// Keep a container whose start failed (state `created`) for post-mortem, until the agent
+    /// restarts; by default it is removed at once.
+    pub keep_failed_containers: bool,
 }
 
 impl AgentConfig {
@@ -80,6 +122,9 @@ impl AgentConfig {
             data_dir,
             heartbeat_ms: 1_000,
             isolation: Isolation::default(),
+            gpus: GpuOverride::default(),
+            advertise_url: None,
+            keep_failed_containers: false,
         }
     }
 }
@@ -92,6 +137,8 @@ pub enum AgentError {
     Io(#[from] std::io::Error),
     #[error("agent name {0:?}: use letters, digits, '-' and '_' only")]
     BadName(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +152,7 @@ struct Shared {
     docker: Docker,
     config: AgentConfig,
     capacity: Resources,
+    gpus: Option<NodeGpus>,
     http: reqwest::Client,
     url: String,
     tasks: Mutex<BTreeMap<TaskId, Phase>>,
@@ -131,6 +179,10 @@ impl Agent {
     }
     pub fn capacity(&self) -> Resources {
         self.shared.capacity
+    }
+    /// The GPUs it offers (registered with the control plane).
+    pub fn gpus(&self) -> Option<&NodeGpus> {
+        self.shared.gpus.as_ref()
     }
     /// Stops the agent's loops (its containers keep running).
     pub fn stop(self) {
@@ -171,6 +223,130 @@ fn disk_free_mib(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// What the host shows of its GPUs: `/dev/nvidia<N>` files, and the model names from
+/// `nvidia-smi` when it is installed.
+pub async fn probe_gpus() -> GpuProbe {
+    let devices = std::fs::read_dir("/dev")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_prefix("nvidia"))
+                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                })
+                .count()
+        })
+        .unwrap_or(0);
+    let smi = tokio::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=name", "--format=csv,noheader"])
+        .kill_on_drop(true)
+        .output();
+    let smi_names =
+        match tokio::time::timeout(Duration::from_millis(NVIDIA_SMI_TIMEOUT_MS), smi).await {
+            Ok(Ok(o)) if o.status.success() => Some(
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            ),
+            _ => None,
+        };
+    GpuProbe {
+        devices: devices.min(usize::from(u8::MAX)) as u8,
+        smi_names,
+    }
+}
+
+/// A catalogue model name from an `nvidia-smi` name: the vendor and brand words go, the board
+/// variant goes, the memory size stays where the name has one (`Tesla T4` → `T4`, `NVIDIA
+/// A10G` → `A10G`, `Tesla V100-SXM2-16GB` → `V100M16`, `NVIDIA H100 80GB HBM3` → `H100M80`).
+pub fn gpu_model_name(smi_name: &str) -> String {
+    let tokens: Vec<&str> = smi_name
+        .split([' ', '-'])
+        .filter(|t| !t.is_empty() && !matches!(*t, "NVIDIA" | "Tesla" | "GeForce" | "Quadro"))
+        .collect();
+    let gib = |t: &str| {
+        t.strip_suffix("GB")
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .map(str::to_string)
+    };
+    let variant = |t: &str| {
+        let u = t.to_ascii_uppercase();
+        gib(t).is_some() || u.starts_with("SXM") || u.starts_with("PCIE") || u.starts_with("HBM")
+    };
+    let family: String = tokens.iter().take_while(|t| !variant(t)).copied().collect();
+    if family.is_empty() {
+        return smi_name.trim().to_string();
+    }
+    match tokens.iter().find_map(|t| gib(t)) {
+        Some(g) => format!("{family}M{g}"),
+        None => family,
+    }
+}
+
+/// The GPUs an agent offers: what is given, the rest from the probe. Refused when there are
+/// devices but no model (nvidia-smi missing and no `--gpu-model`).
+pub fn resolve_gpus(given: &GpuOverride, probe: &GpuProbe) -> Result<Option<NodeGpus>, String> {
+    let count = given.count.unwrap_or(probe.devices);
+    if count == 0 {
+        return Ok(None);
+    }
+    if count > GPU_WHOLE_COUNT_MAX {
+        return Err(format!(
+            "--gpus {count}: a node has at most {GPU_WHOLE_COUNT_MAX} GPUs"
+        ));
+    }
+    let names = probe.smi_names.as_deref().unwrap_or_default();
+    let model = match (&given.model, names.first()) {
+        (Some(m), _) if !m.trim().is_empty() => m.trim().to_string(),
+        (Some(_), _) => return Err("--gpu-model must not be empty".into()),
+        (None, Some(first)) => {
+            if names.iter().any(|n| n != first) {
+                tracing::warn!(
+                    ?names,
+                    "GPUs of several models; offering them all as the first"
+                );
+            }
+            gpu_model_name(first)
+        }
+        (None, None) => {
+            return Err(format!(
+                "{count} GPU devices (/dev/nvidia*) but no model: nvidia-smi is not available; \
+                 give --gpu-model (e.g. T4), or --gpus 0 to offer none"
+            ))
+        }
+    };
+    Ok(Some(NodeGpus {
+        count,
+        model: GpuModel::new(model),
+    }))
+}
+
+/// The URL to register: `--advertise-url` when given (checked), else `http://<bound address>`,
+/// which must not be an unspecified one.
+fn advertise_url(given: Option<&str>, bound: SocketAddr) -> Result<String, AgentError> {
+    match given {
+        Some(u) => {
+            let u = u.trim_end_matches('/');
+            match crate::api_types::agent_url_problem(u) {
+                Some(why) => Err(AgentError::Config(format!("--advertise-url {u}: {why}"))),
+                None => Ok(u.to_string()),
+            }
+        }
+        None if bound.ip().is_unspecified() => Err(AgentError::Config(format!(
+            "the agent listens on {bound} (every address), and the control plane cannot fetch \
+             task logs from {ip}: give --advertise-url with the address it can reach, e.g. \
+             --advertise-url http://10.0.0.7:{port}",
+            ip = bound.ip(),
+            port = bound.port()
+        ))),
+        None => Ok(format!("http://{bound}")),
+    }
+}
+
 /// Connects to the local Docker engine (negotiating the API version).
 pub async fn connect_docker() -> Result<Docker, AgentError> {
     let d = Docker::connect_with_local_defaults()?;
@@ -189,6 +365,11 @@ pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
     {
         return Err(AgentError::BadName(config.name));
     }
+    if config.advertise_url.is_none() {
+        // Refused before anything starts (the port is not known yet, only the address).
+        advertise_url(None, config.listen)?;
+    }
+    let gpus = resolve_gpus(&config.gpus, &probe_gpus().await).map_err(AgentError::Config)?;
     let docker = connect_docker().await?;
     std::fs::create_dir_all(config.data_dir.join("logs"))?;
     let host = host_capacity();
@@ -216,13 +397,14 @@ pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
         },
     );
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let url = format!("http://{}", listener.local_addr()?);
+    let url = advertise_url(config.advertise_url.as_deref(), listener.local_addr()?)?;
     let (reports_tx, reports_rx) = mpsc::channel(REPORT_QUEUE_MAX);
     let (registered, _) = watch::channel(false);
     let shared = Arc::new(Shared {
         docker,
         config,
         capacity,
+        gpus,
         http: reqwest::Client::new(),
         url,
         tasks: Mutex::new(BTreeMap::new()),
@@ -244,7 +426,12 @@ pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
     tasks.push(tokio::spawn(shared.clone().poll_loop()));
     tasks.push(tokio::spawn(shared.clone().heartbeat_loop()));
     tasks.push(tokio::spawn(shared.clone().report_loop(reports_rx)));
-    tracing::info!(agent = %shared.config.name, url = %shared.url, "agent started");
+    tracing::info!(
+        agent = %shared.config.name,
+        url = %shared.url,
+        gpus = ?shared.gpus,
+        "agent started"
+    );
     Ok(Agent { shared, tasks })
 }
 
@@ -264,7 +451,7 @@ async fn agent_auth(State(s): State<Arc<Shared>>, req: Request, next: Next) -> R
 
 async fn logs_handler(
     State(s): State<Arc<Shared>>,
-    Path(task): Path<u64>,
+    ApiPath(task): ApiPath<u64>,
 ) -> Result<Response, ApiError> {
     let task = TaskId(task);
     let name = docker::container_name(&s.config.name, task);
@@ -275,6 +462,46 @@ async fn logs_handler(
             .map_err(|_| ApiError::not_found(format!("log of {task}")))?,
     };
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response())
+}
+
+/// Where a launch failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Network,
+    Create,
+    Start,
+}
+
+/// The task's reason message for a failed launch: what failed, the engine's words, and for a
+/// GPU task on an engine without the NVIDIA runtime, what to do about it.
+fn launch_failure(stage: Stage, e: &bollard::errors::Error, gpu_devices: &[u8]) -> String {
+    let what = match stage {
+        Stage::Network => "creating the job network",
+        Stage::Create => "creating the container",
+        Stage::Start => "starting the container",
+    };
+    let mut m = format!("{what} failed: {e}");
+    let text = e.to_string();
+    if !gpu_devices.is_empty() && (text.contains("device driver") || text.contains("nvidia")) {
+        m.push_str(&format!(
+            "; the task was given GPU devices {gpu_devices:?} and this Docker engine cannot pass \
+             GPUs (install the NVIDIA Container Toolkit, or start the agent with --gpus 0)"
+        ));
+    }
+    m
+}
+
+/// Keeps the last `max` bytes of a log, from the start of a line (unless one line is longer).
+fn keep_tail(log: &mut Vec<u8>, max: usize) {
+    if log.len() <= max {
+        return;
+    }
+    let cut = log.len() - max;
+    let start = log[cut..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(cut, |i| cut + i + 1);
+    log.drain(..start);
 }
 
 fn task_of_labels(labels: &Option<HashMap<String, String>>) -> Option<TaskId> {
@@ -329,6 +556,14 @@ impl Shared {
             let Some(task) = task_of_labels(&c.labels) else {
                 continue;
             };
+            let name = docker::container_name(&self.config.name, task);
+            if c.state.as_deref() == Some("created") {
+                // Never started: not a launch. One the control plane still owes is re-sent
+                // when the agent registers, and creates the container again.
+                tracing::info!(task = task.0, "removing a container that never started");
+                self.remove(&name).await;
+                continue;
+            }
             let running = c.state.as_deref() == Some("running");
             if let Some(job) = c
                 .labels
@@ -343,6 +578,19 @@ impl Shared {
             tokio::spawn(async move { me.watch(task).await });
         }
         Ok(())
+    }
+
+    async fn remove(&self, name: &str) {
+        let _ = self
+            .docker
+            .remove_container(
+                name,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
     }
 
     async fn post<T: serde::Serialize>(
@@ -369,6 +617,7 @@ impl Shared {
             url: self.url.clone(),
             tasks: self.known_tasks(),
             instance_id: self.config.instance_id.clone(),
+            gpus: self.gpus.clone(),
         };
         let resp = self.post("/v1/agent/register", &req).await?;
         if !resp.status().is_success() {
@@ -491,16 +740,7 @@ impl Shared {
                 // Acknowledged: the container may go (its log is in the data dir).
                 self.set_phase(task, None);
                 let name = docker::container_name(&self.config.name, task);
-                let _ = self
-                    .docker
-                    .remove_container(
-                        &name,
-                        Some(RemoveContainerOptions {
-                            force: true,
-                            ..Default::default()
-                        }),
-                    )
-                    .await;
+                self.remove(&name).await;
                 let job = self
                     .jobs
                     .lock()
@@ -559,24 +799,9 @@ impl Shared {
                         let me = self.clone();
                         tokio::spawn(async move { me.watch(task).await });
                     }
-                    Err(e) => {
-                        tracing::warn!(task = task.0, error = %e, "launch failed");
-                        let name = docker::container_name(&self.config.name, task);
-                        let _ = self
-                            .docker
-                            .remove_container(
-                                &name,
-                                Some(RemoveContainerOptions {
-                                    force: true,
-                                    ..Default::default()
-                                }),
-                            )
-                            .await;
-                        self.report(Report::LaunchFailed {
-                            task,
-                            message: e.to_string(),
-                        })
-                        .await;
+                    Err(message) => {
+                        tracing::warn!(task = task.0, error = %message, "launch failed");
+                        self.report(Report::LaunchFailed { task, message }).await;
                     }
                 }
             }
@@ -610,6 +835,8 @@ impl Shared {
         }
     }
 
+    /// Creates and starts the task's container. On failure the container is removed (or kept,
+    /// not started, with `keep_failed_containers`) and the answer is the task's reason message.
     async fn launch(
         &self,
         task: TaskId,
@@ -617,34 +844,43 @@ impl Shared {
         resources: &Resources,
         gpu_devices: &[u8],
         spec: &ContainerSpec,
-    ) -> Result<(), bollard::errors::Error> {
+    ) -> Result<(), String> {
         let _guard = self.net_lock.lock().await;
-        // Another agent on the same engine may remove the job's network between our check and
-        // our start (its last task of the job ended): one retry re-creates it.
-        let mut last_err = None;
-        for _ in 0..2 {
-            match self
+        let name = docker::container_name(&self.config.name, task);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let Err((stage, e)) = self
                 .try_launch(task, job, resources, gpu_devices, spec)
                 .await
-            {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    let name = docker::container_name(&self.config.name, task);
-                    let _ = self
-                        .docker
-                        .remove_container(
-                            &name,
-                            Some(RemoveContainerOptions {
-                                force: true,
-                                ..Default::default()
-                            }),
-                        )
-                        .await;
-                    last_err = Some(e);
-                }
+            else {
+                return Ok(());
+            };
+            // Another agent on the same engine may remove the job's network between our check
+            // and our start (its last task of the job ended): one retry re-creates it.
+            let network_trouble = e.to_string().to_ascii_lowercase().contains("network");
+            let retry = tries < 2
+                && stage != Stage::Network
+                && (network_trouble || self.job_network_gone(job).await);
+            if retry || !self.config.keep_failed_containers || stage != Stage::Start {
+                self.remove(&name).await;
+            }
+            if !retry {
+                return Err(launch_failure(stage, &e, gpu_devices));
             }
         }
-        Err(last_err.expect("two failed tries"))
+    }
+
+    async fn job_network_gone(&self, job: JobId) -> bool {
+        let iso = &self.config.isolation;
+        if iso.network != docker::NetworkMode::PerJob {
+            return false;
+        }
+        let net = docker::network_name(&iso.network_prefix, job);
+        self.docker
+            .inspect_network::<String>(&net, None)
+            .await
+            .is_err()
     }
 
     async fn try_launch(
@@ -654,10 +890,13 @@ impl Shared {
         resources: &Resources,
         gpu_devices: &[u8],
         spec: &ContainerSpec,
-    ) -> Result<(), bollard::errors::Error> {
+    ) -> Result<(), (Stage, bollard::errors::Error)> {
         let iso = &self.config.isolation;
         let network_id = if iso.network == docker::NetworkMode::PerJob {
-            Some(docker::ensure_network(&self.docker, &iso.network_prefix, job).await?)
+            let id = docker::ensure_network(&self.docker, &iso.network_prefix, job)
+                .await
+                .map_err(|e| (Stage::Network, e))?;
+            Some(id)
         } else {
             None
         };
@@ -671,8 +910,40 @@ impl Shared {
         let (opts, config) =
             docker::container_config(iso, &self.config.name, &launch, network_id.as_deref());
         let name = opts.name.clone();
-        self.docker.create_container(Some(opts), config).await?;
-        self.docker.start_container::<String>(&name, None).await?;
+        match self
+            .docker
+            .create_container(Some(opts.clone()), config.clone())
+            .await
+        {
+            Ok(_) => {}
+            // The task's container exists already (not in this agent's books): running means
+            // launched, which a launch must be idempotent about; anything else is replaced.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => {
+                let running = self
+                    .docker
+                    .inspect_container(&name, None::<InspectContainerOptions>)
+                    .await
+                    .ok()
+                    .and_then(|i| i.state?.running)
+                    .unwrap_or(false);
+                if running {
+                    tracing::info!(task = task.0, "container already running: launched");
+                    return Ok(());
+                }
+                self.remove(&name).await;
+                self.docker
+                    .create_container(Some(opts), config)
+                    .await
+                    .map_err(|e| (Stage::Create, e))?;
+            }
+            Err(e) => return Err((Stage::Create, e)),
+        }
+        self.docker
+            .start_container::<String>(&name, None)
+            .await
+            .map_err(|e| (Stage::Start, e))?;
         Ok(())
     }
 
@@ -746,9 +1017,96 @@ impl Shared {
                 Err(_) => break,
             }
         }
-        if out.len() > LOG_KEEP_BYTES_MAX {
-            out.drain(..out.len() - LOG_KEEP_BYTES_MAX);
-        }
+        keep_tail(&mut out, LOG_KEEP_BYTES_MAX);
         Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nvidia_smi_names_become_catalogue_models() {
+        for (smi, model) in [
+            ("Tesla T4", "T4"),
+            ("NVIDIA A10G", "A10G"),
+            ("Tesla V100-SXM2-16GB", "V100M16"),
+            ("Tesla V100-SXM2-32GB", "V100M32"),
+            ("NVIDIA A100-SXM4-40GB", "A100M40"),
+            ("NVIDIA H100 80GB HBM3", "H100M80"),
+            ("NVIDIA GeForce RTX 3090", "RTX3090"),
+            ("NVIDIA L4", "L4"),
+        ] {
+            assert_eq!(gpu_model_name(smi), model, "{smi}");
+        }
+    }
+
+    #[test]
+    fn gpus_given_override_what_is_detected() {
+        let host = GpuProbe {
+            devices: 4,
+            smi_names: Some(vec!["Tesla T4".into(); 4]),
+        };
+        let none = GpuProbe::default();
+        let gpus = |count: u8, model: &str| {
+            Some(NodeGpus {
+                count,
+                model: GpuModel::new(model),
+            })
+        };
+        let given = |count: Option<u8>, model: Option<&str>| GpuOverride {
+            count,
+            model: model.map(str::to_string),
+        };
+        assert_eq!(resolve_gpus(&given(None, None), &host), Ok(gpus(4, "T4")));
+        assert_eq!(resolve_gpus(&given(None, None), &none), Ok(None));
+        assert_eq!(
+            resolve_gpus(&given(Some(2), Some("T4")), &none),
+            Ok(gpus(2, "T4"))
+        );
+        assert_eq!(
+            resolve_gpus(&given(None, Some("A10G")), &host),
+            Ok(gpus(4, "A10G"))
+        );
+        assert_eq!(resolve_gpus(&given(Some(0), None), &host), Ok(None));
+        let devices_only = GpuProbe {
+            devices: 1,
+            smi_names: None,
+        };
+        let e = resolve_gpus(&given(None, None), &devices_only).unwrap_err();
+        assert!(e.contains("--gpu-model"), "{e}");
+        assert!(resolve_gpus(&given(Some(17), Some("T4")), &none).is_err());
+    }
+
+    #[test]
+    fn the_advertised_url_is_reachable_or_refused() {
+        let any: SocketAddr = "0.0.0.0:7071".parse().unwrap();
+        let lo: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let e = advertise_url(None, any).unwrap_err().to_string();
+        assert!(
+            e.contains("--advertise-url") && e.contains("0.0.0.0"),
+            "{e}"
+        );
+        assert_eq!(advertise_url(None, lo).unwrap(), "http://127.0.0.1:40000");
+        assert_eq!(
+            advertise_url(Some("http://10.0.0.7:7071/"), any).unwrap(),
+            "http://10.0.0.7:7071"
+        );
+        assert!(advertise_url(Some("http://0.0.0.0:7071"), any).is_err());
+        assert!(advertise_url(Some("http://[::]:7071"), any).is_err());
+        assert!(advertise_url(Some("10.0.0.7:7071"), any).is_err());
+        let v6: SocketAddr = "[::]:7071".parse().unwrap();
+        assert!(advertise_url(None, v6).is_err());
+    }
+
+    #[test]
+    fn a_capped_log_starts_at_a_line() {
+        let mut log = b"first line\nsecond line\nthird\n".to_vec();
+        keep_tail(&mut log, 15);
+        assert_eq!(log, b"third\n");
+        let mut long = vec![b'x'; 100];
+        keep_tail(&mut long, 10);
+        assert_eq!(long.len(), 10);
     }
 }

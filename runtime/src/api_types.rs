@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use berth_solver::{ContainerSpec, JobId, Resources, TaskId};
+use berth_solver::{ContainerSpec, JobId, NodeGpus, Resources, TaskId};
 use serde::{Deserialize, Serialize};
 
 /// Every error the API answers: `{"code": "...", "message": "...", "field": "task.cpu_milli"}`.
@@ -53,7 +53,8 @@ impl ApiError {
 
 impl From<berth_solver::spec::SpecError> for ApiError {
     fn from(e: berth_solver::spec::SpecError) -> Self {
-        ApiError::new(422, "invalid_spec", e.message).with_field(e.path)
+        let field = crate::extract::field_path(&e.path, &e.message);
+        ApiError::new(422, "invalid_spec", e.message).with_field(field)
     }
 }
 
@@ -146,6 +147,39 @@ pub struct RegisterRequest {
     /// the instance it provisioned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,
+    /// The host's GPUs (`{"count": 2, "model": "T4"}`), detected or given with `--gpus` and
+    /// `--gpu-model`; absent when it has none. Tasks get devices `0..count` by exact id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<NodeGpus>,
+}
+
+/// What is wrong with an agent's log URL, if anything. It must be one the control plane can
+/// fetch from: `http(s)://host:port`, with a host that is not an unspecified address
+/// (`0.0.0.0`, `[::]` is where an agent listens, never where it is reached).
+pub fn agent_url_problem(url: &str) -> Option<String> {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return Some("not a URL (expected http://host:port)".into());
+    };
+    if !matches!(u.scheme(), "http" | "https") {
+        return Some("expected http:// or https://".into());
+    }
+    let host = u.host_str().unwrap_or("");
+    let ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>();
+    if host.is_empty() {
+        Some("no host".into())
+    } else if ip.is_ok_and(|ip| ip.is_unspecified()) {
+        Some(format!(
+            "{host} is an address to listen on, not one the control plane can reach; \
+             give the agent --advertise-url http://<its address>:<port>"
+        ))
+    } else if u.path() != "/" || u.query().is_some() {
+        Some("give scheme, host and port only (no path)".into())
+    } else {
+        None
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

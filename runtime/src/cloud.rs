@@ -10,6 +10,9 @@ use berth_solver::controller::{Event, InstanceId, RequestId};
 /// Commands waiting for the cloud driver.
 pub const CLOUD_QUEUE_MAX: usize = 4096;
 
+/// How long EC2 warns before it reclaims a spot instance (its interruption notice).
+pub const SPOT_NOTICE_MS: u64 = 120_000;
+
 /// One provisioning request, as the controller issued it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProvisionRequest {
@@ -40,8 +43,12 @@ pub struct ListedInstance {
     pub request: Option<RequestId>,
     /// Pending or running.
     pub alive: bool,
-    /// The provider is reclaiming it (a spot interruption).
+    /// The provider is reclaiming it (a spot interruption): an interruption notice, or an
+    /// instance already stopping for it.
     pub interrupted: bool,
+    /// When the provider will take it (ms since the Unix epoch), when a notice says so;
+    /// `None`: now.
+    pub terminate_at_ms: Option<u64>,
 }
 
 /// What the cloud driver tells the actor.

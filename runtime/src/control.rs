@@ -23,6 +23,7 @@ use berth_solver::controller::{
     Command, Controller, ControllerConfig, Event, InstanceId, JobState, RequestId,
 };
 use berth_solver::job::JobKind;
+use berth_solver::resources::GPU_WHOLE_COUNT_MAX;
 use berth_solver::{
     ClusterSpec, JobId, JobSpec, NodeAttributes, NodeId, NodeSpec, Placer, TaskId, TaskRequest,
     TaskState,
@@ -37,6 +38,9 @@ pub const ACTOR_QUEUE_MAX: usize = 1024;
 pub const EVENT_STREAM_BUFFER_MAX: usize = 4096;
 /// Commands kept for an agent that has not acknowledged them.
 pub const AGENT_QUEUE_MAX: usize = 100_000;
+/// An instance the controller asked to terminate is left out of the instance listings this
+/// long (it may still show running), then counts as a stranger again if EC2 still runs it.
+pub const TERMINATING_GRACE_MS: u64 = 60_000;
 
 /// How the control plane behaves (beyond the controller's own configuration).
 #[derive(Clone, Debug)]
@@ -52,6 +56,10 @@ pub struct ControlConfig {
     /// The cloud driver (EC2 pools), when pools are configured: provisioning and termination
     /// commands go there, in order; without one they are only logged.
     pub cloud: Option<mpsc::Sender<CloudCommand>>,
+    /// The instance catalogue the controller plans pools with: the shipped one, or with EC2
+    /// pools its types as DescribeInstanceTypes describes them (`serve::start` sets it). Must
+    /// stay the same across restarts on one data dir (replay depends on it).
+    pub catalog: Arc<Catalog>,
     /// EC2 pools: `serve::start` fills the controller's pools from it and starts the driver.
     #[cfg(feature = "ec2")]
     pub ec2: Option<crate::ec2::Ec2Config>,
@@ -65,6 +73,7 @@ impl Default for ControlConfig {
             heartbeat_timeout_ms: 10_000,
             liveness_interval_ms: 500,
             cloud: None,
+            catalog: Arc::new(Catalog::ec2().clone()),
             #[cfg(feature = "ec2")]
             ec2: None,
         }
@@ -207,6 +216,11 @@ struct Actor {
     instance_pool: BTreeMap<InstanceId, String>,
     /// Instances already reported interrupted.
     interrupted: BTreeSet<InstanceId>,
+    /// Instances the controller asked to terminate, with when: a listing taken before the
+    /// driver carried the termination out still shows them running, and they are not
+    /// strangers to terminate again (until [`TERMINATING_GRACE_MS`] has passed: then a
+    /// termination that failed is asked again).
+    terminating: BTreeMap<InstanceId, u64>,
 }
 
 fn wall_ms() -> u64 {
@@ -224,7 +238,7 @@ pub fn spawn(
 ) -> Result<(ControlHandle, tokio::task::JoinHandle<()>), String> {
     let ctl = Controller::new(
         config.controller.clone(),
-        Catalog::ec2(),
+        &config.catalog,
         &ClusterSpec::default(),
         config.seed,
     )
@@ -251,6 +265,7 @@ pub fn spawn(
         in_flight: BTreeMap::new(),
         instance_pool: BTreeMap::new(),
         interrupted: BTreeSet::new(),
+        terminating: BTreeMap::new(),
     };
     actor.replay()?;
     let (tx, rx) = mpsc::channel(ACTOR_QUEUE_MAX);
@@ -528,6 +543,7 @@ impl Actor {
                     }
                 }
                 Command::TerminateInstance { instance, reason } => {
+                    self.terminating.insert(instance.clone(), now_ms);
                     if live {
                         tracing::info!(%instance, reason = %enum_name(reason), "terminating instance");
                         self.send_cloud(CloudCommand::Terminate(instance.clone()));
@@ -576,15 +592,28 @@ impl Actor {
                 }
                 for i in &list {
                     if i.interrupted && self.interrupted.insert(i.id.clone()) {
-                        let terminate_at_ms = self.now();
+                        // A notice gives the time EC2 takes the instance (within its two
+                        // minutes); an instance already going is taken now.
+                        let now = self.now();
+                        let terminate_at_ms = i
+                            .terminate_at_ms
+                            .map_or(now, |t| t.clamp(now, now + crate::cloud::SPOT_NOTICE_MS));
+                        tracing::warn!(instance = %i.id, pool = %i.pool, in_ms = terminate_at_ms - now, "spot interruption: draining the node");
                         let _ = self.step(Event::InstanceInterrupted {
                             instance: i.id.clone(),
                             terminate_at_ms,
                         });
                     }
                 }
-                let alive: BTreeSet<&InstanceId> =
-                    list.iter().filter(|i| i.alive).map(|i| &i.id).collect();
+                let now = self.now();
+                self.terminating.retain(|i, at| {
+                    now < *at + TERMINATING_GRACE_MS && list.iter().any(|l| &l.id == i)
+                });
+                let alive: BTreeSet<&InstanceId> = list
+                    .iter()
+                    .filter(|i| i.alive && !self.terminating.contains_key(&i.id))
+                    .map(|i| &i.id)
+                    .collect();
                 self.interrupted.retain(|i| list.iter().any(|l| &l.id == i));
                 let _ = self.step(Event::ReconcileInstances {
                     instances: alive.into_iter().cloned().collect(),
@@ -927,6 +956,25 @@ impl Actor {
                     .with_field("capacity"),
             );
         }
+        if let Some(why) = crate::api_types::agent_url_problem(&req.url) {
+            return Err(
+                ApiError::bad_request(format!("agent url {:?}: {why}", req.url)).with_field("url"),
+            );
+        }
+        let gpus = req.gpus.clone().filter(|g| g.count > 0);
+        if let Some(g) = &gpus {
+            if g.count > GPU_WHOLE_COUNT_MAX {
+                return Err(ApiError::bad_request(format!(
+                    "{} GPUs: a node has at most {GPU_WHOLE_COUNT_MAX}",
+                    g.count
+                ))
+                .with_field("gpus.count"));
+            }
+            if g.model.as_str().trim().is_empty() {
+                return Err(ApiError::bad_request("a node with GPUs names their model")
+                    .with_field("gpus.model"));
+            }
+        }
         let now = self.now();
         let known = self
             .node_by_name
@@ -946,7 +994,7 @@ impl Actor {
                     id,
                     name: req.name.clone(),
                     capacity: req.capacity,
-                    gpus: None,
+                    gpus,
                     attributes: NodeAttributes {
                         zone: req.zone.clone(),
                         instance_type: req.instance_type.clone(),
@@ -961,7 +1009,13 @@ impl Actor {
                 id
             }
         };
-        tracing::info!(agent = %req.name, node = node.0, tasks = req.tasks.len(), "agent registered");
+        tracing::info!(
+            agent = %req.name,
+            node = node.0,
+            tasks = req.tasks.len(),
+            url = %req.url,
+            "agent registered"
+        );
         // A fresh session (the agent's acknowledgements restart), with what it still owes.
         let old = self
             .sessions

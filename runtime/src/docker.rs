@@ -1,7 +1,7 @@
 //! How a task becomes a Docker container: the isolation settings, labels and per-job networks.
 //!
 //! Isolation of every container (each one checked from inside a container by
-//! `runtime/tests/docker.rs`):
+//! `runtime/tests/docker_e2e.rs`):
 //! - CPU: CFS quota from `cpu_milli` (`NanoCpus`: quota = cpu_milli × 100 µs per 100 ms period)
 //!   and `cpu.shares` = cpu_milli × 1024 / 1000.
 //! - Memory: `memory = memory_swap = mem_mib` (no swap); an OOM kill is reported as `oom_killed`.
@@ -14,8 +14,17 @@
 //! - All capabilities dropped, `no-new-privileges`, the engine's default seccomp profile (when the
 //!   engine has seccomp), a non-root user (65534 by default), ulimits (`nofile`, `core`).
 //! - Network: each job gets its own *internal* bridge network `berth-job-<id>`: a job's tasks
-//!   reach each other, nothing else: not another job's containers, not the host's metadata
-//!   address 169.254.169.254, not the internet. `network = none` gives no network at all.
+//!   reach each other, nothing else: not another job's containers, not the host, not the
+//!   metadata address 169.254.169.254, not the internet. `internal` alone only stops traffic
+//!   the host would forward; the container still has a default route to the bridge's address
+//!   on the host, so it reaches every service listening on the host, and a metadata address or
+//!   proxy bound there. The bridge therefore gets no address on the host
+//!   (`com.docker.network.bridge.inhibit_ipv4`): the gateway never answers, nothing reaches
+//!   the host, and tasks still talk to each other over the bridge itself. `network = none`
+//!   gives no network at all.
+//! - GPUs: a task's devices are passed by exact id (`DeviceRequests`, driver `nvidia`); an
+//!   engine without the NVIDIA runtime refuses the start, which becomes the task's
+//!   `launch_failed` reason.
 //! - Logs: json-file driver, size-capped and rotated (`max-size`, `max-file`).
 //! - Labels tie the container to its task, job and agent so a restarted agent adopts it.
 
@@ -213,6 +222,10 @@ pub async fn ensure_network(
                 check_duplicate: true,
                 driver: "bridge".into(),
                 internal: true,
+                options: HashMap::from([(
+                    "com.docker.network.bridge.inhibit_ipv4".to_string(),
+                    "true".to_string(),
+                )]),
                 labels: HashMap::from([(LABEL_JOB.to_string(), job.0.to_string())]),
                 ..Default::default()
             })

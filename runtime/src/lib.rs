@@ -5,6 +5,7 @@
 //! - [`store`]: the `Store` trait and its SQLite implementation (WAL, `synchronous = FULL`).
 //! - [`server`]: the axum HTTP API, bearer-token scopes, the OpenAPI document.
 //! - [`api_types`]: the JSON DTOs and the one error format.
+//! - [`extract`]: request extractors that refuse bad input in that format, with the field path.
 //! - [`agent`]: the agent: registration, heartbeats, long-poll, Docker through bollard.
 //! - [`docker`]: the container isolation settings and per-job networks.
 //! - [`metrics`]: Prometheus text metrics.
@@ -24,6 +25,7 @@ pub mod control;
 pub mod docker;
 #[cfg(feature = "ec2")]
 pub mod ec2;
+pub mod extract;
 pub mod metrics;
 pub mod serve;
 pub mod server;

@@ -71,27 +71,35 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     let metrics = Arc::new(Metrics::default());
     #[allow(unused_mut)]
     let mut control = config.control.clone();
+    // EC2 pools: the instance specs come from DescribeInstanceTypes (prices from the shipped
+    // catalogue) before the controller is built, so it plans with what EC2 launches.
     #[cfg(feature = "ec2")]
-    let cloud_rx = match &control.ec2 {
+    let cloud = match control.ec2.clone() {
         Some(ec2) => {
+            let pools = Arc::new(crate::ec2::Ec2Pools::connect(ec2.clone(), control.seed).await);
+            let (catalog, source) = pools
+                .instance_catalog(&control.catalog)
+                .await
+                .map_err(|e| ServeError::Control(format!("pools file: {e}")))?;
+            tracing::info!(%source, "EC2 pool instance specs");
+            control.catalog = Arc::new(catalog);
             if control.controller.pools.is_empty() {
-                control.controller.pools = ec2.pool_specs(berth_solver::catalog::Catalog::ec2());
+                control.controller.pools = ec2.pool_specs(&control.catalog);
             }
+            pools
+                .ensure_launch_templates()
+                .await
+                .map_err(|e| ServeError::Control(format!("EC2 pools: {e}")))?;
             let (tx, rx) = tokio::sync::mpsc::channel(crate::cloud::CLOUD_QUEUE_MAX);
             control.cloud = Some(tx);
-            Some(rx)
+            Some((pools, rx))
         }
         None => None,
     };
     let (handle, _actor) = control::spawn(control.clone(), store.clone(), metrics.clone())
         .map_err(ServeError::Control)?;
     #[cfg(feature = "ec2")]
-    if let (Some(ec2), Some(rx)) = (control.ec2.clone(), cloud_rx) {
-        let pools = Arc::new(crate::ec2::Ec2Pools::connect(ec2, control.seed).await);
-        pools
-            .ensure_launch_templates()
-            .await
-            .map_err(|e| ServeError::Control(format!("EC2 pools: {e}")))?;
+    if let Some((pools, rx)) = cloud {
         crate::ec2::driver::spawn(pools, rx, handle.clone());
     }
     let listener = tokio::net::TcpListener::bind(config.listen)

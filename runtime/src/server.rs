@@ -1,15 +1,18 @@
 //! The HTTP API (axum): routes, bearer-token scopes, the OpenAPI document.
 //!
 //! Scopes: `user` for jobs and tasks, `agent` for the agent protocol. `/healthz`, `/readyz`,
-//! `/metrics` and `/v1/openapi.json` need no token. Every error is an [`ApiError`].
+//! `/metrics` and `/v1/openapi.json` need no token. Every error is an [`ApiError`], bad query
+//! strings, bodies and paths included (the extractors of [`crate::extract`]), and so are an
+//! unknown route (404) and a wrong method (405).
 
 use crate::api_types::{
     ApiError, CommandBatch, HeartbeatRequest, RegisterRequest, ReportRequest, ScaleRequest,
 };
 use crate::control::{ControlHandle, Msg};
+use crate::extract::{check_json_syntax, ApiJson, ApiPath, ApiQuery, ApiText};
 use crate::metrics::Metrics;
 use crate::store::{JobFilter, Store, TaskFilter};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -76,6 +79,13 @@ pub fn router(state: AppState) -> Router {
         .merge(user)
         .merge(agent)
         .fallback(|| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(|req: Request| async move {
+            ApiError::new(
+                405,
+                "method_not_allowed",
+                format!("{} is not allowed on {}", req.method(), req.uri().path()),
+            )
+        })
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -123,12 +133,12 @@ async fn require_agent(State(s): State<AppState>, req: Request, next: Next) -> R
     require("agent", &s.tokens.agent, req, next).await
 }
 
-/// `7` or `job-7` / `task-7`.
-fn parse_id(raw: &str, prefix: &str) -> Result<u64, ApiError> {
+/// `7` or `job-7` / `task-7`; `field` names the parameter it came in.
+fn parse_id(raw: &str, prefix: &str, field: &str) -> Result<u64, ApiError> {
     raw.strip_prefix(prefix)
         .unwrap_or(raw)
         .parse()
-        .map_err(|_| ApiError::bad_request(format!("{raw:?} is not an id")).with_field("id"))
+        .map_err(|_| ApiError::bad_request(format!("{raw:?} is not an id")).with_field(field))
 }
 
 async fn readyz(State(s): State<AppState>) -> Result<&'static str, ApiError> {
@@ -145,6 +155,7 @@ async fn openapi() -> Response {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SubmitQuery {
     #[serde(default)]
     dry_run: bool,
@@ -152,9 +163,10 @@ struct SubmitQuery {
 
 async fn submit_job(
     State(s): State<AppState>,
-    Query(q): Query<SubmitQuery>,
-    body: String,
+    ApiQuery(q): ApiQuery<SubmitQuery>,
+    ApiText(body): ApiText,
 ) -> Result<Response, ApiError> {
+    check_json_syntax(&body)?;
     let spec = berth_solver::spec::job_from_str(&body, SpecFormat::Json)?;
     if q.dry_run {
         let plan = s.control.ask(|r| Msg::DryRun(spec, r)).await?;
@@ -165,6 +177,7 @@ async fn submit_job(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct JobQuery {
     state: Option<String>,
     tier: Option<String>,
@@ -172,7 +185,7 @@ struct JobQuery {
 
 async fn list_jobs(
     State(s): State<AppState>,
-    Query(q): Query<JobQuery>,
+    ApiQuery(q): ApiQuery<JobQuery>,
 ) -> Result<Response, ApiError> {
     let filter = JobFilter {
         state: q.state,
@@ -185,8 +198,11 @@ async fn list_jobs(
     Ok(Json(jobs).into_response())
 }
 
-async fn get_job(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let job = JobId(parse_id(&id, "job-")?);
+async fn get_job(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let job = JobId(parse_id(&id, "job-", "id")?);
     let store = s.store.clone();
     let row = tokio::task::spawn_blocking(move || store.get_job(job))
         .await
@@ -197,22 +213,25 @@ async fn get_job(State(s): State<AppState>, Path(id): Path<String>) -> Result<Re
 
 async fn scale_job(
     State(s): State<AppState>,
-    Path(id): Path<String>,
-    body: String,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<ScaleRequest>,
 ) -> Result<Response, ApiError> {
-    let job = JobId(parse_id(&id, "job-")?);
-    let req: ScaleRequest = berth_solver::spec::parse(&body, SpecFormat::Json)?;
+    let job = JobId(parse_id(&id, "job-", "id")?);
     s.control.ask(|r| Msg::Scale(job, req, r)).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-async fn kill_job(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let job = JobId(parse_id(&id, "job-")?);
+async fn kill_job(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let job = JobId(parse_id(&id, "job-", "id")?);
     s.control.ask(|r| Msg::KillJob(job, r)).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TaskQuery {
     job: Option<String>,
     state: Option<String>,
@@ -220,9 +239,13 @@ struct TaskQuery {
 
 async fn list_tasks(
     State(s): State<AppState>,
-    Query(q): Query<TaskQuery>,
+    ApiQuery(q): ApiQuery<TaskQuery>,
 ) -> Result<Response, ApiError> {
-    let job = q.job.map(|j| parse_id(&j, "job-")).transpose()?.map(JobId);
+    let job = q
+        .job
+        .map(|j| parse_id(&j, "job-", "job"))
+        .transpose()?
+        .map(JobId);
     let filter = TaskFilter {
         job,
         state: q.state,
@@ -234,8 +257,11 @@ async fn list_tasks(
     Ok(Json(tasks).into_response())
 }
 
-async fn get_task(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let task = TaskId(parse_id(&id, "task-")?);
+async fn get_task(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let task = TaskId(parse_id(&id, "task-", "id")?);
     let store = s.store.clone();
     let row = tokio::task::spawn_blocking(move || store.get_task(task))
         .await
@@ -246,9 +272,9 @@ async fn get_task(State(s): State<AppState>, Path(id): Path<String>) -> Result<R
 
 async fn kill_task(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let task = TaskId(parse_id(&id, "task-")?);
+    let task = TaskId(parse_id(&id, "task-", "id")?);
     s.control.ask(|r| Msg::KillTask(task, r)).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -257,9 +283,9 @@ async fn kill_task(
 /// the container is gone).
 async fn task_logs(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let task = TaskId(parse_id(&id, "task-")?);
+    let task = TaskId(parse_id(&id, "task-", "id")?);
     let store = s.store.clone();
     let row = tokio::task::spawn_blocking(move || store.get_task(task))
         .await
@@ -316,28 +342,35 @@ async fn events(State(s): State<AppState>) -> impl IntoResponse {
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-async fn explain(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let job = JobId(parse_id(&id, "job-")?);
+async fn explain(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let job = JobId(parse_id(&id, "job-", "id")?);
     let e = s.control.ask(|r| Msg::Explain(job, r)).await?;
     Ok(Json(e).into_response())
 }
 
-async fn agent_register(State(s): State<AppState>, body: String) -> Result<Response, ApiError> {
-    let req: RegisterRequest = berth_solver::spec::parse(&body, SpecFormat::Json)?;
+async fn agent_register(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> Result<Response, ApiError> {
     let r = s.control.ask(|r| Msg::Register(req, r)).await?;
     Ok(Json(r).into_response())
 }
 
 async fn agent_heartbeat(
     State(s): State<AppState>,
-    Json(req): Json<HeartbeatRequest>,
+    ApiJson(req): ApiJson<HeartbeatRequest>,
 ) -> Result<Response, ApiError> {
     s.control.ask(|r| Msg::Heartbeat(req.node, r)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn agent_report(State(s): State<AppState>, body: String) -> Result<Response, ApiError> {
-    let req: ReportRequest = berth_solver::spec::parse(&body, SpecFormat::Json)?;
+async fn agent_report(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<ReportRequest>,
+) -> Result<Response, ApiError> {
     s.control
         .ask(|r| Msg::Report(req.node, req.reports, r))
         .await?;
@@ -345,6 +378,7 @@ async fn agent_report(State(s): State<AppState>, body: String) -> Result<Respons
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PollQuery {
     node: String,
     #[serde(default)]
@@ -353,7 +387,7 @@ struct PollQuery {
 
 async fn agent_commands(
     State(s): State<AppState>,
-    Query(q): Query<PollQuery>,
+    ApiQuery(q): ApiQuery<PollQuery>,
 ) -> Result<Response, ApiError> {
     let hold = Duration::from_millis(POLL_HOLD_MS);
     let ask = s.control.ask(|r| Msg::Poll(q.node, q.after, r));

@@ -1,7 +1,7 @@
 //! `berth serve`, `berth agent`, `berth job …`, `berth task …`: wiring of `berth-runtime`.
 
 use anyhow::{bail, Context, Result};
-use berth_runtime::agent::{self, AgentConfig};
+use berth_runtime::agent::{self, AgentConfig, GpuOverride};
 use berth_runtime::api_types::{DryRun, Explain, ScaleRequest, SubmitResponse};
 use berth_runtime::client::Client;
 use berth_runtime::control::ControlConfig;
@@ -48,6 +48,10 @@ pub struct ServeArgs {
     /// Name of the local agent (--local).
     #[arg(long, default_value = "local")]
     agent_name: String,
+    /// Prefix of the local agent's per-job network names (--local); give each control plane
+    /// sharing an engine its own.
+    #[arg(long, default_value = "berth")]
+    network_prefix: String,
     /// EC2 pools file: the controller provisions and terminates instances through EC2
     /// (credentials from the standard AWS chain).
     #[cfg(feature = "ec2")]
@@ -62,7 +66,8 @@ pub struct ServeArgs {
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
     berth agent --server http://10.0.0.5:7070 --token $AGENT_TOKEN --name host-a --zone us-east-1a\n  \
-    berth agent --token a --name n2 --zone b --cpu-milli 4000 --mem-mib 8192 --data /var/lib/berth-agent")]
+    berth agent --token a --name n2 --zone b --cpu-milli 4000 --mem-mib 8192 --data /var/lib/berth-agent\n  \
+    berth agent --token a --name g1 --gpus 4 --gpu-model T4 --listen 0.0.0.0:7071 --advertise-url http://10.0.0.7:7071")]
 pub struct AgentArgs {
     #[arg(long, default_value = DEFAULT_SERVER)]
     server: String,
@@ -85,9 +90,23 @@ pub struct AgentArgs {
     /// Memory to offer, in MiB (default: the host's).
     #[arg(long, default_value_t = 0)]
     mem_mib: u64,
+    /// GPUs to offer (default: the /dev/nvidia<N> devices of the host; 0: none).
+    #[arg(long)]
+    gpus: Option<u8>,
+    /// Their model as the catalogue names it: T4, A10G, V100M16 … (default: from nvidia-smi).
+    #[arg(long)]
+    gpu_model: Option<String>,
     /// Where the agent serves task logs to the control plane.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+    /// The URL the control plane reaches the agent at (default: http://<--listen>; required
+    /// when listening on 0.0.0.0).
+    #[arg(long)]
+    advertise_url: Option<String>,
+    /// Keep containers that failed to start (not started) for post-mortem until the agent
+    /// restarts.
+    #[arg(long)]
+    keep_failed_containers: bool,
     /// Data directory (task logs).
     #[arg(long, default_value = "berth-agent-data")]
     data: PathBuf,
@@ -256,7 +275,10 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         control,
         local_agent: a.local.then(|| LocalAgent {
             name: a.agent_name.clone(),
-            isolation: Isolation::default(),
+            isolation: Isolation {
+                network_prefix: a.network_prefix.clone(),
+                ..Isolation::default()
+            },
         }),
     };
     runtime()?.block_on(async move {
@@ -283,6 +305,12 @@ pub fn agent(a: AgentArgs) -> Result<ExitCode> {
     c.instance_id = a.instance_id;
     c.capacity = Resources::new(a.cpu_milli, a.mem_mib, 0, 0);
     c.listen = a.listen;
+    c.advertise_url = a.advertise_url;
+    c.gpus = GpuOverride {
+        count: a.gpus,
+        model: a.gpu_model,
+    };
+    c.keep_failed_containers = a.keep_failed_containers;
     c.isolation.network_prefix = a.network_prefix;
     c.isolation.network = match a.network.as_str() {
         "job" => NetworkMode::PerJob,

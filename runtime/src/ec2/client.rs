@@ -6,7 +6,9 @@
 //! control-plane restart is idempotent where EC2 honours tokens, and the reconcile path first
 //! looks for instances tagged with the request before re-issuing at all.
 
-use super::config::{default_user_data, Ec2Config, Ec2PoolConfig};
+use super::config::{
+    default_user_data, gpu_model_name, ConfigError, Ec2Config, Ec2PoolConfig, SpecSource, TypeSpec,
+};
 use super::error::{Backoff, CloudError};
 pub use crate::cloud::ProvisionRequest;
 use aws_sdk_ec2::types::{
@@ -17,7 +19,9 @@ use aws_sdk_ec2::types::{
     OnDemandOptionsRequest, RequestLaunchTemplateData, ResourceType, SpotAllocationStrategy,
     SpotOptionsRequest, Tag, TagSpecification, TargetCapacitySpecificationRequest,
 };
+use berth_solver::catalog::{Catalog, CatalogGpus, MICRO_USD_PER_USD};
 use berth_solver::controller::{CapacityType, InstanceId, LaunchErrorKind, RequestId};
+use berth_solver::resources::GPU_WHOLE_COUNT_MAX;
 use std::collections::BTreeMap;
 use tokio::sync::Mutex;
 
@@ -28,6 +32,29 @@ pub const TAG_REQUEST: &str = "berth:request";
 pub const DESCRIBE_PAGE_MAX: i32 = 1000;
 /// Instance ids per TerminateInstances call (the API's maximum).
 pub const TERMINATE_BATCH_MAX: usize = 1000;
+/// Type names per DescribeInstanceTypes / DescribeSpotPriceHistory call.
+pub const TYPE_BATCH_MAX: usize = 100;
+/// Results per DescribeInstanceTypes page (the API's maximum).
+pub const DESCRIBE_TYPES_PAGE_MAX: i32 = 100;
+/// Spot requests per DescribeSpotInstanceRequests page (the API's maximum).
+pub const DESCRIBE_SPOT_PAGE_MAX: i32 = 1000;
+
+/// What EC2 says about a spot instance's request (DescribeSpotInstanceRequests): its status
+/// code (`fulfilled`, `marked-for-termination`, `instance-terminated-by-price`, …) and when
+/// the status last changed, in ms since the Unix epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpotStatus {
+    pub code: String,
+    pub updated_ms: Option<u64>,
+}
+
+/// The latest spot price of a type in a zone (DescribeSpotPriceHistory, Linux/UNIX).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpotPrice {
+    pub instance_type: String,
+    pub zone: String,
+    pub price_per_hour_micro_usd: u64,
+}
 
 /// What a provisioning call achieved: the instances it launched, and for the rest why not.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -477,6 +504,231 @@ impl Ec2Pools {
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
+    }
+}
+
+impl Ec2Pools {
+    /// vCPU, memory and GPUs of the named types from DescribeInstanceTypes (filtered by
+    /// `instance-type`, so a name EC2 does not know is simply absent from the answer).
+    pub async fn describe_instance_types(
+        &self,
+        names: &[String],
+    ) -> Result<BTreeMap<String, TypeSpec>, CloudError> {
+        let mut out = BTreeMap::new();
+        for batch in names.chunks(TYPE_BATCH_MAX) {
+            let mut next: Option<String> = None;
+            loop {
+                let (client, next_ref) = (&self.client, &next);
+                let page = self
+                    .retrying(|| async move {
+                        client
+                            .describe_instance_types()
+                            .filters(
+                                Filter::builder()
+                                    .name("instance-type")
+                                    .set_values(Some(batch.to_vec()))
+                                    .build(),
+                            )
+                            .max_results(DESCRIBE_TYPES_PAGE_MAX)
+                            .set_next_token(next_ref.clone())
+                            .send()
+                            .await
+                            .map_err(|e| CloudError::from_sdk("DescribeInstanceTypes", &e))
+                    })
+                    .await?;
+                for t in page.instance_types() {
+                    let Some(name) = t.instance_type().map(|n| n.as_str().to_string()) else {
+                        continue;
+                    };
+                    let vcpu = t.v_cpu_info().and_then(|v| v.default_v_cpus()).unwrap_or(0);
+                    let mem = t.memory_info().and_then(|m| m.size_in_mib()).unwrap_or(0);
+                    if vcpu <= 0 || mem <= 0 {
+                        tracing::warn!(instance_type = %name, "DescribeInstanceTypes gives no vCPU or memory; type left out");
+                        continue;
+                    }
+                    let devices = t.gpu_info().map(|g| g.gpus()).unwrap_or_default();
+                    let count: i32 = devices.iter().filter_map(|d| d.count()).sum();
+                    let gpus = devices.first().filter(|_| count > 0).map(|d| {
+                        let mem_mib = d
+                            .memory_info()
+                            .and_then(|m| m.size_in_mib())
+                            .map_or(0, |m| m.max(0) as u64);
+                        CatalogGpus {
+                            count: count.clamp(1, i32::from(GPU_WHOLE_COUNT_MAX)) as u8,
+                            model: gpu_model_name(d.name().unwrap_or("unknown"), mem_mib),
+                            mem_mib,
+                        }
+                    });
+                    out.insert(
+                        name.clone(),
+                        TypeSpec {
+                            name,
+                            vcpu: vcpu as u32,
+                            mem_mib: mem as u64,
+                            gpus,
+                        },
+                    );
+                }
+                next = page
+                    .next_token()
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string);
+                if next.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The catalogue the controller plans with: specs from DescribeInstanceTypes when EC2
+    /// answers (a listed type it does not know is a [`ConfigError`] naming the pool field),
+    /// else the shipped `base` as it is, with the reason.
+    pub async fn instance_catalog(
+        &self,
+        base: &Catalog,
+    ) -> Result<(Catalog, SpecSource), ConfigError> {
+        let names = self.config.type_names_needed(base);
+        match self.describe_instance_types(&names).await {
+            Ok(specs) => {
+                let endpoint = self
+                    .config
+                    .endpoint_url
+                    .clone()
+                    .unwrap_or_else(|| format!("AWS {}", self.config.region));
+                let catalog = self.config.catalog_with_specs(base, &specs, &endpoint)?;
+                let n = catalog.types.len();
+                tracing::info!(types = n, "instance specs from DescribeInstanceTypes");
+                Ok((catalog, SpecSource::DescribeInstanceTypes { types: n }))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "DescribeInstanceTypes failed; using the shipped catalogue's specs");
+                Ok((base.clone(), SpecSource::Catalogue { why: e.to_string() }))
+            }
+        }
+    }
+
+    /// The spot-request status of each of `instances` that has one (DescribeSpotInstanceRequests
+    /// of the open and active requests, joined on the instance id): how the reconcile loop
+    /// sees an interruption notice (`marked-for-termination`) before the instance goes.
+    pub async fn spot_statuses(
+        &self,
+        instances: &[InstanceId],
+    ) -> Result<BTreeMap<InstanceId, SpotStatus>, CloudError> {
+        let mut out = BTreeMap::new();
+        if instances.is_empty() {
+            return Ok(out);
+        }
+        let wanted: std::collections::BTreeSet<&str> =
+            instances.iter().map(|i| i.0.as_str()).collect();
+        let mut next: Option<String> = None;
+        loop {
+            let (client, next_ref) = (&self.client, &next);
+            let page = self
+                .retrying(|| async move {
+                    client
+                        .describe_spot_instance_requests()
+                        .filters(
+                            Filter::builder()
+                                .name("state")
+                                .values("open")
+                                .values("active")
+                                .build(),
+                        )
+                        .max_results(DESCRIBE_SPOT_PAGE_MAX)
+                        .set_next_token(next_ref.clone())
+                        .send()
+                        .await
+                        .map_err(|e| CloudError::from_sdk("DescribeSpotInstanceRequests", &e))
+                })
+                .await?;
+            for r in page.spot_instance_requests() {
+                let Some(id) = r.instance_id().filter(|i| wanted.contains(i)) else {
+                    continue;
+                };
+                let Some(status) = r.status() else { continue };
+                out.insert(
+                    InstanceId(id.to_string()),
+                    SpotStatus {
+                        code: status.code().unwrap_or_default().to_string(),
+                        updated_ms: status
+                            .update_time()
+                            .and_then(|t| t.to_millis().ok())
+                            .and_then(|ms| u64::try_from(ms).ok()),
+                    },
+                );
+            }
+            next = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if next.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The latest Linux/UNIX spot price of each of `types` in each zone EC2 reports
+    /// (DescribeSpotPriceHistory, newest entry per type and zone).
+    pub async fn spot_prices(&self, types: &[String]) -> Result<Vec<SpotPrice>, CloudError> {
+        let mut latest: BTreeMap<(String, String), (i64, u64)> = BTreeMap::new();
+        for batch in types.chunks(TYPE_BATCH_MAX) {
+            let mut next: Option<String> = None;
+            loop {
+                let (client, next_ref) = (&self.client, &next);
+                let page = self
+                    .retrying(|| async move {
+                        client
+                            .describe_spot_price_history()
+                            .set_instance_types(Some(
+                                batch
+                                    .iter()
+                                    .map(|t| InstanceType::from(t.as_str()))
+                                    .collect(),
+                            ))
+                            .product_descriptions("Linux/UNIX")
+                            .set_next_token(next_ref.clone())
+                            .send()
+                            .await
+                            .map_err(|e| CloudError::from_sdk("DescribeSpotPriceHistory", &e))
+                    })
+                    .await?;
+                for p in page.spot_price_history() {
+                    let (Some(t), Some(z), Some(price)) = (
+                        p.instance_type().map(|t| t.as_str().to_string()),
+                        p.availability_zone().map(str::to_string),
+                        p.spot_price().and_then(|s| s.trim().parse::<f64>().ok()),
+                    ) else {
+                        continue;
+                    };
+                    if !(price.is_finite() && price >= 0.0) {
+                        continue;
+                    }
+                    let at = p.timestamp().map_or(0, |t| t.secs());
+                    let micro = (price * MICRO_USD_PER_USD as f64).round() as u64;
+                    let e = latest.entry((t, z)).or_insert((i64::MIN, micro));
+                    if at >= e.0 {
+                        *e = (at, micro);
+                    }
+                }
+                next = page
+                    .next_token()
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string);
+                if next.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(latest
+            .into_iter()
+            .map(|((instance_type, zone), (_, price))| SpotPrice {
+                instance_type,
+                zone,
+                price_per_hour_micro_usd: price,
+            })
+            .collect())
     }
 }
 

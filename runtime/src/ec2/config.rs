@@ -4,7 +4,7 @@
 //! Errors name the field path (`pools[1].requirements.vcpu_min`), from serde through
 //! `serde_path_to_error` and from the checks after it.
 
-use berth_solver::catalog::{Catalog, InstanceType};
+use berth_solver::catalog::{Catalog, CatalogGpus, InstanceType};
 use berth_solver::controller::{CapacityType, DisruptionBudget, PoolSpec};
 use berth_solver::job::Tier;
 use berth_solver::GpuModel;
@@ -298,8 +298,121 @@ impl Ec2Config {
     }
 }
 
+/// An instance type as EC2's DescribeInstanceTypes describes it: the fields Berth takes from
+/// the API (everything else, the price above all, comes from the shipped catalogue).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TypeSpec {
+    pub name: String,
+    pub vcpu: u32,
+    pub mem_mib: u64,
+    /// Devices, Berth's model name ([`gpu_model_name`]) and memory per device.
+    pub gpus: Option<CatalogGpus>,
+}
+
+/// GPU models AWS sells with several memory sizes: Berth's name carries the size
+/// (`A100` with 40 GiB → `A100M40`), as the catalogue and the openb trace name them.
+pub const MEMORY_SUFFIXED_GPU_MODELS: &[&str] = &["V100", "A100", "H100"];
+
+/// Berth's GPU model name for DescribeInstanceTypes' `GpuInfo.Gpus[].Name` and memory.
+pub fn gpu_model_name(api_name: &str, mem_mib: u64) -> GpuModel {
+    if MEMORY_SUFFIXED_GPU_MODELS.contains(&api_name) {
+        GpuModel::new(format!("{api_name}M{}", (mem_mib + 512) / 1024))
+    } else {
+        GpuModel::new(api_name)
+    }
+}
+
+/// Where the instance specs the controller plans with came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SpecSource {
+    /// vCPU, memory and GPUs from DescribeInstanceTypes; prices from the catalogue.
+    DescribeInstanceTypes { types: usize },
+    /// The API could not be asked (`why`): everything from the shipped catalogue.
+    Catalogue { why: String },
+}
+
+impl std::fmt::Display for SpecSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpecSource::DescribeInstanceTypes { types } => write!(
+                f,
+                "vCPU, memory and GPUs of {types} types from EC2 DescribeInstanceTypes, prices from the shipped catalogue"
+            ),
+            SpecSource::Catalogue { why } => {
+                write!(f, "the shipped catalogue (DescribeInstanceTypes failed: {why})")
+            }
+        }
+    }
+}
+
+impl Ec2Config {
+    /// The type names whose specs the pools need: the listed types, and every catalogue type
+    /// for a pool given by requirements (sorted, unique).
+    pub fn type_names_needed(&self, catalog: &Catalog) -> Vec<String> {
+        let mut out = std::collections::BTreeSet::new();
+        for p in &self.pools {
+            if p.requirements.is_some() {
+                out.extend(catalog.types.iter().map(|t| t.name.clone()));
+            }
+            out.extend(p.instance_types.iter().cloned());
+        }
+        out.into_iter().collect()
+    }
+
+    /// The catalogue the controller plans with: the shipped one's types that EC2 knows, with
+    /// vCPU, memory and GPUs as DescribeInstanceTypes gives them (`specs`), the catalogue's
+    /// prices, network and disk. A listed type EC2 does not know is refused with its field
+    /// (`pools[0].instance_types[1]`); a pool given by requirements keeps the types EC2 knows
+    /// that meet them, and is refused (`pools[0].requirements`) when none does.
+    pub fn catalog_with_specs(
+        &self,
+        catalog: &Catalog,
+        specs: &BTreeMap<String, TypeSpec>,
+        endpoint: &str,
+    ) -> Result<Catalog, ConfigError> {
+        for (i, p) in self.pools.iter().enumerate() {
+            for (j, t) in p.instance_types.iter().enumerate() {
+                if !specs.contains_key(t) {
+                    return Err(ConfigError::new(
+                        format!("pools[{i}].instance_types[{j}]"),
+                        format!(
+                            "EC2 does not know instance type {t:?} in {} (DescribeInstanceTypes at {endpoint} has no such type)",
+                            self.region
+                        ),
+                    ));
+                }
+            }
+        }
+        let types: Vec<InstanceType> = catalog
+            .types
+            .iter()
+            .filter_map(|t| {
+                let s = specs.get(&t.name)?;
+                Some(InstanceType {
+                    vcpu: s.vcpu,
+                    mem_mib: s.mem_mib,
+                    gpus: s.gpus.clone(),
+                    ..t.clone()
+                })
+            })
+            .collect();
+        let out = Catalog {
+            region: catalog.region.clone(),
+            source: format!(
+                "{}; vCPU, memory and GPUs from EC2 DescribeInstanceTypes ({}, {endpoint})",
+                catalog.source, self.region
+            ),
+            types,
+        };
+        self.validate(&out)?;
+        Ok(out)
+    }
+}
+
 /// The default user data: installs nothing, starts `berth agent` (the image must carry the
-/// binary at `/usr/local/bin/berth` and the agent token in `/etc/berth/agent-token`).
+/// binary at `/usr/local/bin/berth` and the agent token in `/etc/berth/agent-token`). The agent
+/// listens on every address and advertises the instance's private IP (from the metadata), the
+/// address the control plane fetches task logs from.
 pub fn default_user_data(server_url: &str, pool: &str) -> String {
     format!(
         r#"#!/bin/sh
@@ -308,10 +421,12 @@ md=http://169.254.169.254/latest
 tok=$(curl -sf -X PUT "$md/api/token" -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')
 get() {{ curl -sf -H "X-aws-ec2-metadata-token: $tok" "$md/meta-data/$1"; }}
 id=$(get instance-id)
+ip=$(get local-ipv4)
 exec /usr/local/bin/berth agent --server '{server_url}' \
   --token "$(cat /etc/berth/agent-token)" --name "$id" --instance-id "$id" \
   --zone "$(get placement/availability-zone)" --instance-type "$(get instance-type)" \
-  --listen 0.0.0.0:7071 --data /var/lib/berth-agent  # pool {pool}
+  --listen 0.0.0.0:7071 --advertise-url "http://$ip:7071" \
+  --data /var/lib/berth-agent  # pool {pool}
 "#
     )
 }
@@ -329,6 +444,74 @@ zones = ["us-east-1a", "us-east-1b"]
 max_nodes = 4
 image_id = "ami-12345678"
 "#;
+
+    /// Runs the user data with `curl` answering as the metadata service and a stand-in `berth`
+    /// that records its arguments: the agent advertises the instance's private IP.
+    #[test]
+    fn user_data_advertises_the_private_ip() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let stub = |name: &str, body: &str| {
+            let p = bin.join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p
+        };
+        stub(
+            "curl",
+            r#"for a; do case "$a" in http://*) url=$a ;; esac; done
+case "$url" in
+  */api/token) echo tok ;;
+  */meta-data/instance-id) echo i-0abc ;;
+  */meta-data/local-ipv4) echo 10.1.2.3 ;;
+  */meta-data/placement/availability-zone) echo us-east-1a ;;
+  */meta-data/instance-type) echo m5.large ;;
+  *) exit 22 ;;
+esac"#,
+        );
+        let args = dir.path().join("args");
+        let berth = stub(
+            "berth",
+            &format!(r#"for a; do echo "$a"; done > {}"#, args.display()),
+        );
+        let token = dir.path().join("agent-token");
+        std::fs::write(&token, "secret").unwrap();
+        let script = default_user_data("http://10.0.0.5:7070", "flex")
+            .replace("/usr/local/bin/berth", berth.to_str().unwrap())
+            .replace("/etc/berth/agent-token", token.to_str().unwrap());
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = std::fs::read_to_string(&args).unwrap();
+        let got: Vec<&str> = got.lines().collect();
+        let after = |flag: &str| {
+            let i = got
+                .iter()
+                .position(|a| *a == flag)
+                .unwrap_or_else(|| panic!("{flag}: {got:?}"));
+            got[i + 1]
+        };
+        assert_eq!(after("--advertise-url"), "http://10.1.2.3:7071");
+        assert_eq!(after("--listen"), "0.0.0.0:7071");
+        assert_eq!(after("--instance-id"), "i-0abc");
+        assert_eq!(after("--zone"), "us-east-1a");
+        assert_eq!(after("--token"), "secret");
+    }
 
     #[test]
     fn parses_and_converts() {
@@ -352,6 +535,33 @@ image_id = "ami-12345678"
         let bad = OK.replace("cluster = \"c1\"", "cluster = \"c1\"\nbogus = 1");
         let e = Ec2Config::from_toml(&bad, Catalog::ec2()).unwrap_err();
         assert!(e.message.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn api_specs_replace_the_catalogues_and_unknown_types_name_the_field() {
+        assert_eq!(gpu_model_name("A100", 40_960).as_str(), "A100M40");
+        assert_eq!(gpu_model_name("H100", 81_920).as_str(), "H100M80");
+        assert_eq!(gpu_model_name("A10G", 22_888).as_str(), "A10G");
+        let c = Ec2Config::from_toml(OK, Catalog::ec2()).unwrap();
+        let spec = |vcpu, mem_mib| TypeSpec {
+            name: "m5.large".into(),
+            vcpu,
+            mem_mib,
+            gpus: None,
+        };
+        let specs = BTreeMap::from([("m5.large".to_string(), spec(3, 9_000))]);
+        let cat = c
+            .catalog_with_specs(Catalog::ec2(), &specs, "test")
+            .unwrap();
+        let t = cat.get("m5.large").unwrap();
+        assert_eq!((t.vcpu, t.mem_mib), (3, 9_000));
+        let shipped = Catalog::ec2().get("m5.large").unwrap();
+        assert_eq!(t.price_per_hour_micro_usd, shipped.price_per_hour_micro_usd);
+        assert_eq!(cat.types.len(), 1, "types EC2 does not know are left out");
+        let e = c
+            .catalog_with_specs(Catalog::ec2(), &BTreeMap::new(), "test")
+            .unwrap_err();
+        assert_eq!(e.path, "pools[0].instance_types[0]", "{e}");
     }
 
     #[test]

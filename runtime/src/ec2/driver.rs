@@ -6,11 +6,12 @@
 //! actor before any later listing does, so a listing never shows an instance of ours that the
 //! controller could take for a stranger.
 
-use super::client::{CloudInstance, Ec2Pools};
+use super::client::{CloudInstance, Ec2Pools, SpotStatus};
 use super::error::CloudError;
-use crate::cloud::{CloudCommand, CloudReport, ListedInstance, ProvisionRequest};
+use crate::cloud::{CloudCommand, CloudReport, ListedInstance, ProvisionRequest, SPOT_NOTICE_MS};
 use crate::control::{ControlHandle, Msg};
 use berth_solver::controller::{Event, InstanceId, LaunchErrorKind};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -69,20 +70,65 @@ async fn run(pools: Arc<Ec2Pools>, mut rx: mpsc::Receiver<CloudCommand>, control
     tracing::info!("EC2 driver stopped");
 }
 
-/// Lists the cluster's instances as the actor wants them.
+/// Spot-request status codes of an interruption notice: EC2 has decided to take the instance
+/// and will in about two minutes ([`SPOT_NOTICE_MS`] after the status changed).
+pub const SPOT_NOTICE_CODES: &[&str] = &[
+    "marked-for-termination",
+    "marked-for-stop",
+    "marked-for-hibernation",
+];
+
+/// Spot-request status codes of an instance already taken.
+pub const SPOT_TAKEN_CODES: &[&str] = &[
+    "instance-terminated-by-price",
+    "instance-terminated-no-capacity",
+    "instance-terminated-capacity-oversubscribed",
+    "instance-terminated-launch-group-constraint",
+    "instance-stopped-by-price",
+    "instance-stopped-no-capacity",
+    "instance-stopped-capacity-oversubscribed",
+];
+
+/// Lists the cluster's instances as the actor wants them: DescribeInstances by tag, and for
+/// the live spot instances their spot requests' status (DescribeSpotInstanceRequests), which
+/// is where an interruption notice shows before the instance stops. A failed status call
+/// only loses the early warning: the instance's own state still tells a reclaim.
 pub async fn reconcile(pools: &Ec2Pools) -> Result<Vec<ListedInstance>, CloudError> {
-    Ok(pools.list(None).await?.iter().map(listed).collect())
+    let list = pools.list(None).await?;
+    let spot: Vec<InstanceId> = list
+        .iter()
+        .filter(|i| i.spot && i.is_alive())
+        .map(|i| i.id.clone())
+        .collect();
+    let statuses = match pools.spot_statuses(&spot).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "reconcile: DescribeSpotInstanceRequests failed; interruption notices are not seen this round");
+            BTreeMap::new()
+        }
+    };
+    Ok(list
+        .iter()
+        .map(|i| listed(i, statuses.get(&i.id)))
+        .collect())
 }
 
-fn listed(i: &CloudInstance) -> ListedInstance {
+fn listed(i: &CloudInstance, spot: Option<&SpotStatus>) -> ListedInstance {
+    let reclaimed = i.spot
+        && !i.is_alive()
+        && i.state_reason.as_deref() == Some("Server.SpotInstanceTermination");
+    let code = spot.map(|s| s.code.as_str()).unwrap_or("");
+    let notice = SPOT_NOTICE_CODES.contains(&code);
     ListedInstance {
         id: i.id.clone(),
         pool: i.pool.clone(),
         request: i.request,
         alive: i.is_alive(),
-        interrupted: i.spot
-            && !i.is_alive()
-            && i.state_reason.as_deref() == Some("Server.SpotInstanceTermination"),
+        interrupted: reclaimed || notice || SPOT_TAKEN_CODES.contains(&code),
+        terminate_at_ms: spot
+            .filter(|_| notice && !reclaimed)
+            .and_then(|s| s.updated_ms)
+            .map(|t| t + SPOT_NOTICE_MS),
     }
 }
 

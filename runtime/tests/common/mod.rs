@@ -59,6 +59,10 @@ pub fn control_config() -> ControlConfig {
 }
 
 pub async fn start_server(data: PathBuf) -> Running {
+    start_server_with(data, control_config()).await
+}
+
+pub async fn start_server_with(data: PathBuf, control: ControlConfig) -> Running {
     serve::start(ServeConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         data_dir: data,
@@ -66,7 +70,7 @@ pub async fn start_server(data: PathBuf) -> Running {
             user: USER_TOKEN.into(),
             agent: AGENT_TOKEN.into(),
         },
-        control: control_config(),
+        control,
         local_agent: None,
     })
     .await
@@ -92,9 +96,19 @@ pub fn agent_config(
 
 /// A control plane and `agents` agents, all on loopback; waits until every agent is registered.
 pub async fn cluster(test: &str, agents: &[AgentSpec]) -> Cluster {
+    cluster_with(test, agents, control_config(), |_, _| {}).await
+}
+
+/// [`cluster`] with a control-plane configuration and a change to each agent's configuration.
+pub async fn cluster_with(
+    test: &str,
+    agents: &[AgentSpec],
+    control: ControlConfig,
+    tweak: impl Fn(usize, &mut AgentConfig),
+) -> Cluster {
     let docker = docker().await;
     let data = tempfile::tempdir().expect("tempdir");
-    let running = start_server(data.path().join("server")).await;
+    let running = start_server_with(data.path().join("server"), control).await;
     let url = running.url();
     let client = Client::new(&url, Some(USER_TOKEN.into()));
     let mut c = Cluster {
@@ -107,7 +121,8 @@ pub async fn cluster(test: &str, agents: &[AgentSpec]) -> Cluster {
         docker,
     };
     for (i, spec) in agents.iter().enumerate() {
-        let cfg = agent_config(test, i, &url, spec, c.data.path());
+        let mut cfg = agent_config(test, i, &url, spec, c.data.path());
+        tweak(i, &mut cfg);
         c.agents
             .push(Some(agent::start(cfg.clone()).await.expect("agent starts")));
         c.agent_configs.push(cfg);
@@ -199,6 +214,34 @@ impl Cluster {
                 .filter(|t| t.state == "started")
                 .collect();
             (t.len() == n).then_some(t)
+        })
+        .await
+    }
+
+    /// Starts one more agent (index `agent_configs.len()`), waits until it is connected.
+    pub async fn add_agent(&mut self, spec: &AgentSpec) -> usize {
+        let i = self.agent_configs.len();
+        let cfg = agent_config(&self.name, i, &self.url(), spec, self.data.path());
+        self.agents
+            .push(Some(agent::start(cfg.clone()).await.expect("agent starts")));
+        self.agent_configs.push(cfg);
+        i
+    }
+
+    /// The task's container on agent `i`.
+    pub fn container_name(&self, i: usize, task: berth_solver::TaskId) -> String {
+        berth_runtime::docker::container_name(self.agent_name(i), task)
+    }
+
+    /// Waits until the task is `finished`; returns its row.
+    pub async fn wait_finished(&self, task: berth_solver::TaskId, secs: u64) -> TaskRow {
+        wait_for(secs, &format!("{task} finished"), || async {
+            let t: TaskRow = self
+                .client
+                .get(&format!("/v1/tasks/{}", task.0))
+                .await
+                .ok()?;
+            (t.state == "finished").then_some(t)
         })
         .await
     }

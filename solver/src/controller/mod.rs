@@ -31,6 +31,7 @@ mod pools;
 mod reconcile;
 mod schedule;
 mod types;
+mod what_if;
 
 pub use config::{
     AutoscaleConfig, CapacityType, ControllerConfig, ControllerError, DisruptionBudget, PoolSpec,
@@ -39,6 +40,7 @@ pub use config::{
 pub use types::{
     Command, Event, InstanceId, JobState, LaunchErrorKind, RequestId, TaskRecord, TerminateReason,
 };
+pub use what_if::{plan_provisioning, PlannedRequest, ProvisionPlan};
 
 use crate::catalog::{Catalog, InstanceType};
 use crate::cluster::ClusterSpec;
