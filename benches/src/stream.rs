@@ -233,11 +233,9 @@ pub fn record(spec: StreamSpec) -> Recorded {
                         },
                     );
                 }
-                Command::WakeAt { at_ms } => {
-                    if wake != Some(at_ms) {
-                        wake = Some(at_ms);
-                        push(&mut queue, at_ms.max(now), Pending::Tick(at_ms));
-                    }
+                Command::WakeAt { at_ms } if wake != Some(at_ms) => {
+                    wake = Some(at_ms);
+                    push(&mut queue, at_ms.max(now), Pending::Tick(at_ms));
                 }
                 _ => {}
             }
