@@ -135,6 +135,10 @@ impl CsvTable {
 pub fn write_run_parquet(dir: &Path) -> Result<(), SimError> {
     for (name, cols) in RUN_TABLES {
         let csv = dir.join(format!("{name}.csv"));
+        // A table the run did not write (`tasks` with `metrics.per_task = false`) gets no copy.
+        if !csv.exists() {
+            continue;
+        }
         let t = CsvTable::read(&csv)?;
         write_parquet(&dir.join(format!("{name}.parquet")), cols, &t)?;
     }

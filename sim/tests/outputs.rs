@@ -299,3 +299,17 @@ fn without_the_parquet_feature_only_csv_is_written() {
     assert!(!dir.join("series.parquet").exists());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[cfg(feature = "parquet")]
+#[test]
+fn without_per_task_rows_there_is_no_tasks_table_and_the_run_still_writes() {
+    let mut s = short();
+    s.metrics.per_task = false;
+    let dir = temp("no-tasks");
+    run_scenario_to(&s, &dir, &mut |_| {}).expect("a run without per-task rows writes");
+    assert!(!dir.join("tasks.csv").exists() && !dir.join("tasks.parquet").exists());
+    for t in ["series", "nodes", "pools"] {
+        assert!(dir.join(format!("{t}.parquet")).exists(), "{t}.parquet");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
