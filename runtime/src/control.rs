@@ -38,9 +38,6 @@ pub const ACTOR_QUEUE_MAX: usize = 1024;
 pub const EVENT_STREAM_BUFFER_MAX: usize = 4096;
 /// Commands kept for an agent that has not acknowledged them.
 pub const AGENT_QUEUE_MAX: usize = 100_000;
-/// An instance the controller asked to terminate is left out of the instance listings this
-/// long (it may still show running), then counts as a stranger again if EC2 still runs it.
-pub const TERMINATING_GRACE_MS: u64 = 60_000;
 
 /// How the control plane behaves (beyond the controller's own configuration).
 #[derive(Clone, Debug)]
@@ -216,11 +213,6 @@ struct Actor {
     instance_pool: BTreeMap<InstanceId, String>,
     /// Instances already reported interrupted.
     interrupted: BTreeSet<InstanceId>,
-    /// Instances the controller asked to terminate, with when: a listing taken before the
-    /// driver carried the termination out still shows them running, and they are not
-    /// strangers to terminate again (until [`TERMINATING_GRACE_MS`] has passed: then a
-    /// termination that failed is asked again).
-    terminating: BTreeMap<InstanceId, u64>,
 }
 
 fn wall_ms() -> u64 {
@@ -265,7 +257,6 @@ pub fn spawn(
         in_flight: BTreeMap::new(),
         instance_pool: BTreeMap::new(),
         interrupted: BTreeSet::new(),
-        terminating: BTreeMap::new(),
     };
     actor.replay()?;
     let (tx, rx) = mpsc::channel(ACTOR_QUEUE_MAX);
@@ -543,7 +534,6 @@ impl Actor {
                     }
                 }
                 Command::TerminateInstance { instance, reason } => {
-                    self.terminating.insert(instance.clone(), now_ms);
                     if live {
                         tracing::info!(%instance, reason = %enum_name(reason), "terminating instance");
                         self.send_cloud(CloudCommand::Terminate(instance.clone()));
@@ -605,15 +595,8 @@ impl Actor {
                         });
                     }
                 }
-                let now = self.now();
-                self.terminating.retain(|i, at| {
-                    now < *at + TERMINATING_GRACE_MS && list.iter().any(|l| &l.id == i)
-                });
-                let alive: BTreeSet<&InstanceId> = list
-                    .iter()
-                    .filter(|i| i.alive && !self.terminating.contains_key(&i.id))
-                    .map(|i| &i.id)
-                    .collect();
+                let alive: BTreeSet<&InstanceId> =
+                    list.iter().filter(|i| i.alive).map(|i| &i.id).collect();
                 self.interrupted.retain(|i| list.iter().any(|l| &l.id == i));
                 let _ = self.step(Event::ReconcileInstances {
                     instances: alive.into_iter().cloned().collect(),

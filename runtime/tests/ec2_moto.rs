@@ -1437,6 +1437,10 @@ async fn scale_down_takes_idle_nodes_from_the_fuller_zone_first() {
     })
     .await;
     let order: Vec<&str> = all.iter().map(|(_, i)| nodes[i].zone.as_str()).collect();
+    if order[..2] != ["us-east-1a", "us-east-1a"] {
+        dump_decisions(data.path(), &ec2);
+        eprintln!("instances: {nodes:#?}");
+    }
     assert_eq!(
         &order[..2],
         ["us-east-1a", "us-east-1a"],
@@ -1445,6 +1449,36 @@ async fn scale_down_takes_idle_nodes_from_the_fuller_zone_first() {
     let ids: BTreeSet<&InstanceId> = all.iter().map(|(_, i)| i).collect();
     assert_eq!(ids.len(), 4, "{all:?}");
     plane.crash();
+}
+
+/// On a failure: the stored events replayed into a fresh controller, with the provisioning,
+/// launch and termination commands each one gave (what the runtime decided, and why).
+fn dump_decisions(data: &Path, ec2: &Ec2Config) {
+    let store = SqliteStore::open(data).expect("store");
+    let mut ctl = berth_solver::controller::Controller::new(
+        controller_config(ec2),
+        Catalog::ec2(),
+        &berth_solver::ClusterSpec::default(),
+        7,
+    )
+    .expect("controller");
+    for (t, ev) in store.load_events().expect("events") {
+        let k = format!("{ev:?}");
+        let shown: Vec<String> = ctl
+            .step(t, ev)
+            .iter()
+            .map(|c| format!("{c:?}"))
+            .filter(|k| {
+                k.starts_with("Terminate") || k.starts_with("Provision") || k.starts_with("Launch")
+            })
+            .collect();
+        if !k.starts_with("Tick") || !shown.is_empty() {
+            eprintln!("{t} {}", &k[..k.len().min(300)]);
+        }
+        for c in shown {
+            eprintln!("    -> {}", &c[..c.len().min(200)]);
+        }
+    }
 }
 
 // ----- spot interruptions ------------------------------------------------------------------

@@ -319,6 +319,9 @@ pub struct Controller {
     pub(crate) provisions: BTreeMap<RequestId, Provision>,
     pub(crate) booting: BTreeMap<InstanceId, Booting>,
     pub(crate) instance_node: BTreeMap<InstanceId, u32>,
+    /// Instances the controller asked to terminate, with when: not strangers to
+    /// [`Event::ReconcileInstances`] while a listing may still show them running.
+    pub(crate) terminated: BTreeMap<InstanceId, u64>,
     pub(crate) next_request: u64,
     pub(crate) autoscale_started: bool,
     /// Shapes submitted so far (FGD typical types when not configured), with the task count at
@@ -422,6 +425,7 @@ impl Controller {
             provisions: BTreeMap::new(),
             booting: BTreeMap::new(),
             instance_node: BTreeMap::new(),
+            terminated: BTreeMap::new(),
             next_request: 1,
             autoscale_started: false,
             shape_hist: BTreeMap::new(),

@@ -271,6 +271,7 @@ impl Controller {
     }
 
     pub(crate) fn instance_terminated(&mut self, now_ms: u64, instance: InstanceId) {
+        self.terminated.remove(&instance);
         if let Some(b) = self.booting.remove(&instance) {
             dec(&mut self.pools[b.pool].booting, (b.type_idx, b.zone_idx), 1);
             return;
@@ -291,11 +292,12 @@ impl Controller {
         );
     }
 
-    pub(crate) fn boot_timeout_due(&mut self, _now_ms: u64, instance: InstanceId) {
+    pub(crate) fn boot_timeout_due(&mut self, now_ms: u64, instance: InstanceId) {
         let Some(b) = self.booting.remove(&instance) else {
             return;
         };
         dec(&mut self.pools[b.pool].booting, (b.type_idx, b.zone_idx), 1);
+        self.terminated.insert(instance.clone(), now_ms);
         self.out.push(Command::TerminateInstance {
             instance,
             reason: TerminateReason::BootTimedOut,
@@ -690,13 +692,14 @@ impl Controller {
         }
     }
 
-    fn terminate_node(&mut self, _now_ms: u64, idx: u32, reason: TerminateReason) {
+    fn terminate_node(&mut self, now_ms: u64, idx: u32, reason: TerminateReason) {
         self.take_out_of_service(idx);
         let n = &mut self.nodes[idx as usize];
         n.live = false;
         n.idle_since_ms = None;
         let instance = n.instance.clone().expect("only instances are terminated");
         self.instance_node.remove(&instance);
+        self.terminated.insert(instance.clone(), now_ms);
         self.out
             .push(Command::TerminateInstance { instance, reason });
     }
