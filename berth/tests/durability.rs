@@ -52,6 +52,43 @@ fn wait_healthy(http: &reqwest::blocking::Client, url: &str) {
     panic!("berth serve did not become healthy at {url}");
 }
 
+/// A fresh server on a free port with its own data dir, healthy (the test image must exist).
+struct Plane {
+    data: tempfile::TempDir,
+    port: u16,
+    url: String,
+    http: reqwest::blocking::Client,
+    server: Child,
+}
+
+impl Plane {
+    fn start() -> Plane {
+        let status = Command::new("docker")
+            .args(["image", "inspect", IMAGE])
+            .output();
+        assert!(
+            status.is_ok_and(|o| o.status.success()),
+            "this test needs the Docker engine and {IMAGE}: run scripts/test-image"
+        );
+        let data = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("client");
+        let server = serve(port, data.path());
+        wait_healthy(&http, &url);
+        Plane {
+            data,
+            port,
+            url,
+            http,
+            server,
+        }
+    }
+}
+
 fn jobs(http: &reqwest::blocking::Client, url: &str) -> Vec<serde_json::Value> {
     http.get(format!("{url}/v1/jobs"))
         .bearer_auth("u")
@@ -63,22 +100,13 @@ fn jobs(http: &reqwest::blocking::Client, url: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn kill_9_mid_stream_loses_no_acknowledged_job_and_all_converge() {
-    let status = Command::new("docker")
-        .args(["image", "inspect", IMAGE])
-        .output();
-    assert!(
-        status.is_ok_and(|o| o.status.success()),
-        "this test needs the Docker engine and {IMAGE}: run scripts/test-image"
-    );
-    let data = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
-    let mut server = serve(port, data.path());
-    wait_healthy(&http, &url);
+    let Plane {
+        data,
+        port,
+        url,
+        http,
+        mut server,
+    } = Plane::start();
 
     // A stream of submissions from another thread; record what was acknowledged.
     let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
@@ -232,22 +260,13 @@ fn tasks_of(http: &reqwest::blocking::Client, url: &str, job: u64) -> Vec<serde_
 /// twice, no task relaunched), and the job completes with the exits that happened meanwhile.
 #[test]
 fn kill_9_while_an_agent_runs_tasks_duplicates_no_container_and_the_job_converges() {
-    let status = Command::new("docker")
-        .args(["image", "inspect", IMAGE])
-        .output();
-    assert!(
-        status.is_ok_and(|o| o.status.success()),
-        "this test needs the Docker engine and {IMAGE}: run scripts/test-image"
-    );
-    let data = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
-    let mut server = serve(port, data.path());
-    wait_healthy(&http, &url);
+    let Plane {
+        data,
+        port,
+        url,
+        http,
+        mut server,
+    } = Plane::start();
     let name = format!("rs{}", std::process::id());
     let mut agent = Command::new(BIN)
         .args(["agent", "--server", &url, "--token", "a", "--name", &name])
