@@ -1305,3 +1305,98 @@ fn boot_timeout_terminates_an_instance_that_never_becomes_a_node() {
     let p2 = provisions(&h.step(130_000, Event::Tick));
     assert_eq!(p2.iter().map(|x| x.4).sum::<u32>(), 1);
 }
+
+/// Idle nodes 3 in zone a and 1 in zone b, all idle past the threshold on one tick: the
+/// terminations of that tick start with zone a twice (the fuller zone), never with the lone b.
+#[test]
+fn scale_down_takes_from_the_fuller_zone_first_within_one_tick() {
+    let mut pool = flex_pool(0, 6);
+    pool.instance_types = vec!["m5.large".into()];
+    pool.scale_down_idle_ms = 300;
+    pool.disruption_budget = berth_solver::controller::DisruptionBudget {
+        nodes_max: 10,
+        window_ms: 1000,
+    };
+    let mut cfg = config(QueuePolicy::Berth);
+    cfg.pools = vec![pool];
+    let mut h = H::new(cfg, &ClusterSpec::default());
+    let in_zone = |size: u32, zone: &str| {
+        let mut j = batch(size, 1500);
+        j.constraints
+            .hard
+            .push(berth_solver::Constraint::AttributeEquals {
+                key: "zone".into(),
+                value: zone.into(),
+            });
+        j
+    };
+    h.submit(0, 1, in_zone(1, "us-east-1b"));
+    h.submit(1, 2, in_zone(3, "us-east-1a"));
+    let p = provisions(&h.step(10_000, Event::Tick));
+    // As the runtime saw it: every launch reported, a listing, then the b node registers first.
+    let mut launched = Vec::new();
+    let mut zone_of = BTreeMap::new();
+    for x in &p {
+        for _ in 0..x.4 {
+            let instance = InstanceId(format!("i-{}", launched.len() + 1));
+            h.step(
+                10_010,
+                Event::InstanceLaunched {
+                    request: x.0,
+                    instance: instance.clone(),
+                },
+            );
+            zone_of.insert(instance.clone(), x.3.clone());
+            launched.push((instance, x.2.clone(), x.3.clone(), x.1.clone()));
+        }
+    }
+    h.step(
+        10_100,
+        Event::ReconcileInstances {
+            instances: zone_of.keys().cloned().collect(),
+        },
+    );
+    launched.sort_by_key(|l| l.2 != "us-east-1b");
+    for (n, (instance, ty, zone, pool)) in launched.iter().enumerate() {
+        let id = NodeId(n as u32 + 1);
+        let spec = Catalog::ec2()
+            .get(ty)
+            .unwrap()
+            .node_spec(id, instance.0.clone(), zone, pool);
+        h.step(
+            10_400,
+            Event::NodeReady {
+                node: spec,
+                instance: Some(instance.clone()),
+            },
+        );
+        h.step(
+            10_400,
+            Event::ReconcileTasks {
+                node: id,
+                running: vec![],
+            },
+        );
+    }
+    let running: Vec<TaskId> = launches(&h.log).iter().map(|x| x.0).collect();
+    assert_eq!(running.len(), 4, "{p:?} {:?}", h.log);
+    for t in &running {
+        h.start(10_401, *t);
+    }
+    for t in &running {
+        h.exit(10_402, *t, 0);
+    }
+    h.step(
+        10_500,
+        Event::ReconcileInstances {
+            instances: zone_of.keys().cloned().collect(),
+        },
+    );
+    let out = h.step(20_000, Event::Tick);
+    let order: Vec<&str> = scale_downs(&out)
+        .iter()
+        .map(|i| zone_of[i].as_str())
+        .collect();
+    assert_eq!(order.len(), 4, "{order:?}");
+    assert_eq!(&order[..2], ["us-east-1a", "us-east-1a"], "{order:?}");
+}

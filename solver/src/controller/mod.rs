@@ -181,7 +181,6 @@ pub(crate) struct NodeRec {
     pub id: NodeId,
     pub pool: Option<usize>,
     pub instance: Option<InstanceId>,
-    pub zone: usize,
     /// In service (not lost, not terminated).
     pub live: bool,
     /// Interrupted or being terminated: takes no new task.
@@ -546,8 +545,7 @@ impl Controller {
                 out.insert(z.clone(), 0);
             }
             for &n in &self.pools[p].nodes {
-                *out.entry(self.view.zones()[self.nodes[n as usize].zone].clone())
-                    .or_insert(0) += 1;
+                *out.entry(self.node_zone(n).to_string()).or_insert(0) += 1;
             }
         }
         out

@@ -74,7 +74,6 @@ impl Controller {
             id,
             pool,
             instance: instance.clone(),
-            zone: self.view.zone_of(vid),
             live: true,
             draining: false,
             idle_since_ms: Some(now_ms),
@@ -92,6 +91,13 @@ impl Controller {
         self.epoch += 1;
         self.dirty = true;
         idx
+    }
+
+    /// The zone of the node at view index `idx`, read from the view each time: the view
+    /// renumbers its zone indexes when a zone sorting before the known ones joins, so an index
+    /// kept from registration would name another zone.
+    pub(crate) fn node_zone(&self, idx: u32) -> &str {
+        &self.view.node(NodeId(idx)).attributes.zone
     }
 
     pub(crate) fn node_ready(&mut self, now_ms: u64, node: NodeSpec, instance: Option<InstanceId>) {
@@ -374,7 +380,7 @@ impl Controller {
         let pool = &self.pools[p];
         let mut counts = vec![0u32; pool.spec.zones.len()];
         for &n in &pool.nodes {
-            let zone = &self.view.zones()[self.nodes[n as usize].zone];
+            let zone = self.node_zone(n);
             if let Some(z) = pool.spec.zones.iter().position(|x| x == zone) {
                 counts[z] += 1;
             }
@@ -667,7 +673,7 @@ impl Controller {
                 if rec.instance.is_none() || since + pool.spec.scale_down_idle_ms > now_ms {
                     continue;
                 }
-                let zone = &self.view.zones()[rec.zone];
+                let zone = self.node_zone(n);
                 let Some(z) = pool.spec.zones.iter().position(|x| x == zone) else {
                     continue;
                 };
