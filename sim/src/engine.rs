@@ -237,13 +237,46 @@ impl<'a> Engine<'a> {
 
     /// Delivers one event to the controller and carries out its commands.
     fn step(&mut self, e: Event) {
-        self.events += 1;
-        self.hash.u64(self.now_ms);
-        self.hash.bytes(e.kind().as_bytes());
-        self.hash.u64(event_id(&e));
+        self.note(&e);
         let cmds = self.ctrl.step(self.now_ms, e);
         for c in cmds {
             self.command(c);
+        }
+    }
+
+    /// Delivers the controller events of one instant together (one scheduling pass for all)
+    /// and carries out the commands.
+    fn step_batch(&mut self, events: Vec<Event>) {
+        for e in &events {
+            self.note(e);
+        }
+        let cmds = self.ctrl.step_batch(self.now_ms, events);
+        for c in cmds {
+            self.command(c);
+        }
+    }
+
+    /// Counts an event and adds it to the event-log hash.
+    fn note(&mut self, e: &Event) {
+        self.events += 1;
+        self.hash.u64(self.now_ms);
+        self.hash.bytes(e.kind().as_bytes());
+        self.hash.u64(event_id(e));
+    }
+
+    /// The controller event a queued entry delivers (a trace arrival becomes a submission).
+    fn controller_event(&self, ev: SimEvent) -> Result<Event, SimEvent> {
+        match ev {
+            SimEvent::Deliver(ev) => Ok(*ev),
+            SimEvent::Arrival(i) => {
+                let j = &self.jobs[i];
+                Ok(Event::JobSubmitted {
+                    job: j.id,
+                    spec: j.spec.clone(),
+                    requested_runtime_ms: j.requested_ms,
+                })
+            }
+            other => Err(other),
         }
     }
 
@@ -640,34 +673,51 @@ pub fn run(
     e.push(0, SimEvent::Sample);
     e.step(Event::Tick);
     let progress_every = 1u64 << 16;
+    let mut progress_at = progress_every;
     while let Some(Reverse(q)) = e.heap.pop() {
         if q.at_ms > s.horizon_ms {
             break;
         }
         e.now_ms = q.at_ms;
-        match q.event {
-            SimEvent::Deliver(ev) => e.step(*ev),
-            SimEvent::Arrival(i) => {
-                let j = &e.jobs[i];
-                let ev = Event::JobSubmitted {
-                    job: j.id,
-                    spec: j.spec.clone(),
-                    requested_runtime_ms: j.requested_ms,
-                };
-                e.step(ev);
+        let event = match e.controller_event(q.event) {
+            Ok(first) => {
+                // Every controller event queued for this instant, in queue order, goes in one
+                // step: the controller schedules once for all of them.
+                let mut batch = vec![first];
+                while let Some(Reverse(next)) = e.heap.peek() {
+                    if next.at_ms != q.at_ms
+                        || !matches!(next.event, SimEvent::Deliver(_) | SimEvent::Arrival(_))
+                    {
+                        break;
+                    }
+                    let Reverse(next) = e.heap.pop().expect("peeked");
+                    batch.push(e.controller_event(next.event).expect("matched above"));
+                }
+                if batch.len() == 1 {
+                    e.step(batch.pop().expect("one"));
+                } else {
+                    e.step_batch(batch);
+                }
+                None
             }
-            SimEvent::Sample => {
+            Err(other) => Some(other),
+        };
+        match event {
+            None => {}
+            Some(SimEvent::Deliver(_) | SimEvent::Arrival(_)) => unreachable!("delivered above"),
+            Some(SimEvent::Sample) => {
                 crate::metrics::sample(&mut e);
                 let next = e.now_ms + interval;
                 if next <= s.horizon_ms {
                     e.push(next, SimEvent::Sample);
                 }
             }
-            SimEvent::NodeLoss(id) => e.node_loss(id),
-            SimEvent::SpotNotice(id) => e.spot_notice(id),
-            SimEvent::InstanceUp(name) => e.instance_up(name),
+            Some(SimEvent::NodeLoss(id)) => e.node_loss(id),
+            Some(SimEvent::SpotNotice(id)) => e.spot_notice(id),
+            Some(SimEvent::InstanceUp(name)) => e.instance_up(name),
         }
-        if e.events.is_multiple_of(progress_every) {
+        if e.events >= progress_at {
+            progress_at = e.events + progress_every;
             progress(&Progress {
                 now_ms: e.now_ms,
                 horizon_ms: s.horizon_ms,

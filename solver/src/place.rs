@@ -468,6 +468,10 @@ pub struct Placer {
     /// The tie scorers' weights (all zero when there are none).
     tie_weights: [f64; KINDS],
     has_tie_scorers: bool,
+    /// Only first fit scores (soft constraints aside): its score falls strictly with the node
+    /// index, so for a request without soft constraints the first node that passes the
+    /// filters is the choice and the scan stops there (same answer, same RNG draws).
+    first_feasible_wins: bool,
     /// Eligible pools per tier (index `Tier as usize`), empty = any.
     pools: [Vec<String>; 2],
     types: TaskTypes,
@@ -497,6 +501,11 @@ impl Placer {
             tie_weights[i] = policy.tie_weight_of(*k);
         }
         let has_tie_scorers = tie_weights.iter().any(|&w| w > 0.0);
+        let first_feasible_wins = !has_tie_scorers
+            && weights[ScorerKind::FirstFit as usize] > 0.0
+            && ScorerKind::ALL.iter().enumerate().all(|(i, &k)| {
+                weights[i] == 0.0 || matches!(k, ScorerKind::FirstFit | ScorerKind::SoftConstraints)
+            });
         let pools = [Tier::Critical, Tier::Flex]
             .map(|t| policy.tier_pools.get(&t).cloned().unwrap_or_default());
         Ok(Placer {
@@ -504,6 +513,7 @@ impl Placer {
             weights,
             tie_weights,
             has_tie_scorers,
+            first_feasible_wins,
             pools,
             types: TaskTypes::default(),
             frag: FragModel::default(),
@@ -729,6 +739,7 @@ impl Placer {
         let mut best: Option<Candidate> = None;
         let mut ties = 0u32;
         let tie_random = self.policy.tie_break == TieBreak::Random;
+        let first_wins = self.first_feasible_wins && request.soft_count == 0;
         let nodes = view.len();
         for n in 0..nodes {
             let node = NodeId(n as u32);
@@ -782,6 +793,9 @@ impl Placer {
                     }
                 }
                 std::cmp::Ordering::Less => {}
+            }
+            if first_wins {
+                break;
             }
         }
         for n in self.job_on_node_touched.drain(..) {

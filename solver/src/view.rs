@@ -10,7 +10,9 @@
 use crate::cluster::{ClusterSpec, NodeSpec};
 use crate::ids::{JobId, NodeId, TaskId};
 use crate::plan::{Assignment, GpuSlice};
-use crate::resources::{GpuDemand, GpuModel, Resources, DIMENSION_NAMES, GPU_MILLI_PER_DEVICE};
+use crate::resources::{
+    GpuDemand, GpuModel, Resources, TaskShape, DIMENSION_NAMES, GPU_MILLI_PER_DEVICE,
+};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -100,6 +102,10 @@ pub struct ClusterView {
     tasks: BTreeMap<TaskId, Assignment>,
     gpu_milli_total: u64,
     gpu_milli_used: u64,
+    /// Free capacity summed over the schedulable nodes, and their free milli-GPUs: a necessary
+    /// condition for any placement, checked in O(1) before a search.
+    free_schedulable: Resources,
+    gpu_free_schedulable: u64,
     /// Largest capacity of any node, per dimension, and largest device count.
     capacity_max: Resources,
     gpu_count_max: u8,
@@ -142,6 +148,8 @@ impl ClusterView {
             tasks: BTreeMap::new(),
             gpu_milli_total: 0,
             gpu_milli_used: 0,
+            free_schedulable: Resources::ZERO,
+            gpu_free_schedulable: 0,
             capacity_max: Resources::ZERO,
             gpu_count_max: 0,
         };
@@ -183,6 +191,8 @@ impl ClusterView {
         }
         self.gpu_offset.push(self.gpu_free.len() as u32);
         self.gpu_milli_total += count as u64 * GPU_MILLI_PER_DEVICE as u64;
+        self.free_schedulable = self.free_schedulable.saturating_add(&n.capacity);
+        self.gpu_free_schedulable += count as u64 * GPU_MILLI_PER_DEVICE as u64;
         let version = next_version();
         self.nodes.push(NodeState {
             free: n.capacity,
@@ -231,6 +241,21 @@ impl ClusterView {
     /// placed tasks stay until released.
     pub fn set_schedulable(&mut self, node: NodeId, schedulable: bool) -> Result<(), ViewError> {
         let n = self.node_index(node)?;
+        if self.nodes[n].schedulable != schedulable {
+            let free = self.nodes[n].free;
+            let (a, b) = (self.gpu_offset[n] as usize, self.gpu_offset[n + 1] as usize);
+            let gpu: u64 = self.gpu_free[a..b].iter().map(|&g| u64::from(g)).sum();
+            if schedulable {
+                self.free_schedulable = self.free_schedulable.saturating_add(&free);
+                self.gpu_free_schedulable += gpu;
+            } else {
+                self.free_schedulable = self
+                    .free_schedulable
+                    .checked_sub(&free)
+                    .expect("a schedulable node's free capacity is in the sum");
+                self.gpu_free_schedulable -= gpu;
+            }
+        }
         self.nodes[n].schedulable = schedulable;
         self.bump(n);
         Ok(())
@@ -364,6 +389,63 @@ impl ClusterView {
         self.gpu_milli_used
     }
 
+    /// Free capacity summed over the schedulable nodes, with their free milli-GPUs. What does
+    /// not fit in it fits on no node (and no set of nodes): a cheap necessary condition.
+    pub fn free_schedulable(&self) -> (Resources, u64) {
+        (self.free_schedulable, self.gpu_free_schedulable)
+    }
+
+    /// How many tasks of `shape` the schedulable nodes could take, each node counted alone
+    /// (its free capacity and devices), constraints ignored; the count stops at `enough`. A gang
+    /// of more tasks than this fits nowhere: a necessary condition in O(nodes), where a failed
+    /// search costs O(nodes) per task.
+    pub fn tasks_that_fit(&self, shape: &TaskShape, enough: u64) -> u64 {
+        let ask = shape.resources.as_array();
+        let mut total = 0u64;
+        for (n, st) in self.nodes.iter().enumerate() {
+            if !st.schedulable {
+                continue;
+            }
+            let free = st.free.as_array();
+            let mut k = u64::MAX;
+            for d in 0..ask.len() {
+                if ask[d] > 0 {
+                    k = k.min(free[d] / ask[d]);
+                }
+            }
+            if k == 0 {
+                continue;
+            }
+            let devices =
+                &self.gpu_free[self.gpu_offset[n] as usize..self.gpu_offset[n + 1] as usize];
+            match shape.gpu {
+                GpuDemand::None => {}
+                GpuDemand::Whole(w) => {
+                    let whole = devices
+                        .iter()
+                        .filter(|&&f| u32::from(f) == GPU_MILLI_PER_DEVICE)
+                        .count() as u64;
+                    k = k.min(whole / u64::from(w.max(1)));
+                }
+                GpuDemand::Milli(m) => {
+                    let m = m.max(1);
+                    k = k.min(devices.iter().map(|&f| u64::from(f / m)).sum());
+                }
+            }
+            total = total.saturating_add(k);
+            if total >= enough {
+                return total;
+            }
+        }
+        total
+    }
+
+    /// False when `need` (with `gpu_milli` GPU) exceeds [`ClusterView::free_schedulable`] on
+    /// some dimension: then no placement of it exists. True says nothing either way.
+    pub fn may_hold(&self, need: &Resources, gpu_milli: u64) -> bool {
+        need.fits_in(&self.free_schedulable) && gpu_milli <= self.gpu_free_schedulable
+    }
+
     // ----- updates -----------------------------------------------------------------------
 
     /// Checks that `a` can be applied: node exists, no dimension or device overcommitted,
@@ -472,6 +554,13 @@ impl ClusterView {
             .free
             .checked_sub(&a.resources)
             .expect("checked: scalar fit");
+        if st.schedulable {
+            self.free_schedulable = self
+                .free_schedulable
+                .checked_sub(&a.resources)
+                .expect("the sum holds the node's free capacity");
+            self.gpu_free_schedulable -= a.gpus.iter().map(|g| u64::from(g.milli)).sum::<u64>();
+        }
         st.tasks += 1;
         if a.exclusive {
             match &mut st.exclusive {
@@ -526,6 +615,10 @@ impl ClusterView {
         let cap = self.spec.nodes[n].capacity;
         let st = &mut self.nodes[n];
         st.free = st.free.checked_add(&a.resources).expect("no overflow");
+        if st.schedulable {
+            self.free_schedulable = self.free_schedulable.saturating_add(&a.resources);
+            self.gpu_free_schedulable += a.gpus.iter().map(|g| u64::from(g.milli)).sum::<u64>();
+        }
         assert!(
             st.free.fits_in(&cap),
             "release: free exceeds capacity on {}",

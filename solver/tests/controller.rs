@@ -544,6 +544,47 @@ fn killing_a_service_task_replaces_it() {
 
 // ----- gangs and queue policies ---------------------------------------------------------------------
 
+/// Two nodes busy with one job; a gang of two waits, then a one-task job. Both running tasks
+/// end at the same instant. Stepped one event at a time, the first end already schedules:
+/// the small job takes the freed node and the gang keeps waiting. Handed over together
+/// (`step_batch`), the pass sees both nodes free and the gang, first in line, starts.
+#[test]
+fn events_of_one_instant_handed_over_together_are_scheduled_once() {
+    let run = |together: bool| {
+        let mut h = H::new(config(QueuePolicy::Berth), &cluster(2, 4000));
+        let running = launches(&h.submit(0, 1, batch(2, 4000)));
+        assert_eq!(running.len(), 2);
+        for (t, _, _) in &running {
+            h.start(1, *t);
+        }
+        h.submit(2, 2, gang(batch(2, 4000)));
+        h.submit(3, 3, batch(1, 4000));
+        let exits = running.iter().map(|(t, _, _)| Event::TaskExited {
+            task: *t,
+            exit_code: 0,
+            oom: false,
+        });
+        let out: Vec<Command> = if together {
+            h.c.step_batch(10, exits)
+        } else {
+            exits.flat_map(|e| h.c.step(10, e)).collect()
+        };
+        let mut jobs: Vec<JobId> = launches(&out).iter().map(|l| l.1).collect();
+        jobs.sort();
+        jobs
+    };
+    assert_eq!(
+        run(false),
+        vec![JobId(3)],
+        "one pass per event: the small job first"
+    );
+    assert_eq!(
+        run(true),
+        vec![JobId(2), JobId(2)],
+        "one pass for the instant: the gang"
+    );
+}
+
 #[test]
 fn gang_is_placed_all_or_nothing() {
     let mut h = H::new(config(QueuePolicy::Berth), &cluster(2, 2000));

@@ -148,6 +148,90 @@ fn policy_strategy() -> impl Strategy<Value = Policy> {
         })
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// The view's O(1) and O(nodes) necessary conditions are sound on any state (after a
+    /// placement, a release and cordons): the free sums are the sums over schedulable nodes,
+    /// and more identical unconstrained tasks than `tasks_that_fit` never all get a node.
+    #[test]
+    fn free_sums_and_fit_counts_are_sound(
+        nodes in prop::collection::vec(node_strategy(), 1..=8),
+        jobs in prop::collection::vec(job_strategy(), 1..=4),
+        cordon in prop::collection::vec(any::<bool>(), 8),
+        probe_cpu in 1u64..=8,
+        probe_mem in 1u64..=16,
+        probe_gpu in gpu_strategy(),
+    ) {
+        let spec = ClusterSpec::from_nodes(nodes);
+        let reqs = requests(&jobs);
+        let policy = Policy::preset("first_fit").unwrap();
+        let mut view = ClusterView::new(&spec);
+        let plan = place(&mut view, &reqs, &policy, &mut policy.rng()).unwrap();
+        if let Some(a) = plan.assignments.first() {
+            view.release(a).unwrap();
+        }
+        for n in 0..view.len() {
+            view.set_schedulable(NodeId(n as u32), !cordon[n]).unwrap();
+        }
+        let (mut free, mut gpu) = (Resources::ZERO, 0u64);
+        for n in 0..view.len() {
+            let id = NodeId(n as u32);
+            if view.is_schedulable(id) {
+                free = free.saturating_add(&view.free(id));
+                gpu += view.gpu_free(id).iter().map(|&g| u64::from(g)).sum::<u64>();
+            }
+        }
+        prop_assert_eq!(view.free_schedulable(), (free, gpu));
+        let shape = TaskShape {
+            resources: Resources::new(probe_cpu * 1000, probe_mem * 1024, 0, 0),
+            gpu: probe_gpu,
+            gpu_models: Vec::new(),
+        };
+        let k = view.tasks_that_fit(&shape, u64::MAX);
+        prop_assert!(view.tasks_that_fit(&shape, 1) >= k.min(1), "stops at enough, not below");
+        let probe: Vec<TaskRequest> = (0..=k)
+            .map(|i| TaskRequest::new(TaskId(10_000 + i), JobId(10_000 + i), shape.clone()))
+            .collect();
+        let plan = place(&mut view, &probe, &policy, &mut policy.rng()).unwrap();
+        prop_assert!(plan.assignments.len() as u64 <= k, "{} placed, {} counted", plan.assignments.len(), k);
+    }
+
+    /// First fit stops its scan at the first node that passes the filters: each unconstrained
+    /// task goes to the lowest-index node that can hold it at that moment.
+    #[test]
+    fn first_fit_takes_the_lowest_node_that_holds_the_task(
+        nodes in prop::collection::vec(node_strategy(), 1..=10),
+        sizes in prop::collection::vec((1u64..=8, 1u64..=16), 1..=20),
+    ) {
+        let spec = ClusterSpec::from_nodes(nodes);
+        let reqs: Vec<TaskRequest> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &(c, m))| {
+                let shape = TaskShape {
+                    resources: Resources::new(c * 1000, m * 1024, 0, 0),
+                    gpu: GpuDemand::None,
+                    gpu_models: Vec::new(),
+                };
+                TaskRequest::new(TaskId(i as u64), JobId(i as u64), shape)
+            })
+            .collect();
+        let policy = Policy::preset("first_fit").unwrap();
+        let mut view = ClusterView::new(&spec);
+        let plan = place(&mut view, &reqs, &policy, &mut policy.rng()).unwrap();
+        let mut replay = ClusterView::new(&spec);
+        for a in &plan.assignments {
+            for m in 0..a.node.0 {
+                let mut lower = a.clone();
+                lower.node = NodeId(m);
+                prop_assert!(replay.check(&lower).is_err(), "{} fits lower, on {}", a.task, m);
+            }
+            replay.apply(a);
+        }
+    }
+}
+
 fn requests(jobs: &[JobT]) -> Vec<TaskRequest> {
     let mut out = Vec::new();
     for (j, job) in jobs.iter().enumerate() {

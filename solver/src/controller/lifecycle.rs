@@ -54,7 +54,20 @@ impl Controller {
         }
         let key = j.queue_key(policy);
         let entry = (j.submit_ms, job);
-        self.queues.entry(key).or_default().insert(entry);
+        if self.queues.entry(key).or_default().insert(entry) {
+            let n = if j.gang { j.pending.len() as u64 } else { 1 };
+            let t = &j.spec.task;
+            let need = [
+                t.resources.cpu_milli.saturating_mul(n),
+                t.resources.mem_mib.saturating_mul(n),
+                u64::from(t.gpu.total_milli()).saturating_mul(n),
+            ];
+            let mins = self.queue_min.entry(key).or_default();
+            for d in 0..3 {
+                *mins[d].entry(need[d]).or_insert(0) += 1;
+            }
+            self.jobs.get_mut(&job).expect("checked").queued_need = Some(need);
+        }
         self.dirty = true;
     }
 
@@ -64,11 +77,40 @@ impl Controller {
         let key = j.queue_key(policy);
         let entry = (j.submit_ms, job);
         if let Some(q) = self.queues.get_mut(&key) {
-            q.remove(&entry);
+            if q.remove(&entry) {
+                let need = self
+                    .jobs
+                    .get_mut(&job)
+                    .and_then(|j| j.queued_need.take())
+                    .expect("a queued job has its need counted");
+                let mins = self
+                    .queue_min
+                    .get_mut(&key)
+                    .expect("counted with the queue");
+                for d in 0..3 {
+                    let c = mins[d].get_mut(&need[d]).expect("counted at enqueue");
+                    *c -= 1;
+                    if *c == 0 {
+                        mins[d].remove(&need[d]);
+                    }
+                }
+            }
             if q.is_empty() {
                 self.queues.remove(&key);
+                self.queue_min.remove(&key);
             }
         }
+    }
+
+    /// False when nothing in the queue can start now: the free capacity of all schedulable
+    /// nodes is below every job's smallest start on some dimension.
+    pub(crate) fn queue_may_start(&self, key: &super::QueueKey) -> bool {
+        let Some(mins) = self.queue_min.get(key) else {
+            return false;
+        };
+        let (free, gpu) = self.view.free_schedulable();
+        let free = [free.cpu_milli, free.mem_mib, gpu];
+        (0..3).all(|d| mins[d].first_key_value().is_none_or(|(&m, _)| m <= free[d]))
     }
 
     fn reject(&mut self, job: JobId, message: String) {
@@ -141,6 +183,7 @@ impl Controller {
             gang_attempt: 0,
             never_fits_at: None,
             never_fits_checked: None,
+            queued_need: None,
             spec,
         };
         self.note_shape(&rec.spec.task, u64::from(count));
@@ -359,8 +402,13 @@ impl Controller {
         let j = self.jobs.get_mut(&job).expect("job exists");
         let service = j.is_service();
         j.pending.retain(|&x| x != slot);
+        let gang = j.gang;
         if j.pending.is_empty() {
             self.dequeue(job);
+        } else if gang {
+            // A smaller gang: its smallest start shrank.
+            self.dequeue(job);
+            self.enqueue(job);
         }
         self.end_pending_slot(now_ms, job, slot, TaskReason::Killed);
         if service {

@@ -126,6 +126,9 @@ pub(crate) struct JobRec {
     pub never_fits_at: Option<u64>,
     /// FCFS/EASY: the job was found to fit an empty cluster, as of this nodes version.
     pub never_fits_checked: Option<u64>,
+    /// While queued: the smallest start it can make (one task; a gang: all of its pending
+    /// tasks) as (cpu_milli, mem_mib, gpu_milli), as counted in [`Controller::queue_min`].
+    pub queued_need: Option<[u64; 3]>,
 }
 
 impl JobRec {
@@ -293,6 +296,10 @@ pub struct Controller {
     pub(crate) tasks: BTreeMap<TaskId, TaskRec>,
     pub(crate) next_task: u64,
     pub(crate) queues: BTreeMap<QueueKey, BTreeSet<(u64, JobId)>>,
+    /// Per queue, per dimension (cpu_milli, mem_mib, gpu_milli): the multiset of its jobs'
+    /// smallest starts. When the free capacity of all schedulable nodes is below the least of
+    /// one dimension, nothing in the queue can start and the pass skips it.
+    pub(crate) queue_min: BTreeMap<QueueKey, [BTreeMap<u64, u32>; 3]>,
     /// Capacity group names; index = group id.
     pub(crate) groups: Vec<String>,
     pub(crate) group_index: BTreeMap<String, u32>,
@@ -309,6 +316,8 @@ pub struct Controller {
     pub(crate) reservation: Option<schedule::Reservation>,
     /// Placer for what-if questions (see [`schedule::scratch_placer`]).
     pub(crate) scratch_placer: Placer,
+    /// The nodes in service with nothing placed, as of a nodes version ("can it ever fit").
+    pub(crate) empty_view: Option<(u64, ClusterView)>,
     pub(crate) dirty: bool,
     pub(crate) timers: BTreeSet<(u64, Timer)>,
     pub(crate) pass_at: Option<u64>,
@@ -406,6 +415,7 @@ impl Controller {
             tasks: BTreeMap::new(),
             next_task: 1,
             queues: BTreeMap::new(),
+            queue_min: BTreeMap::new(),
             groups: Vec::new(),
             group_index: BTreeMap::new(),
             group_alloc: Vec::new(),
@@ -415,6 +425,7 @@ impl Controller {
             capacity_total: [0; 3],
             reservation: None,
             scratch_placer: schedule::scratch_placer(&config.effective_policy()),
+            empty_view: None,
             dirty: false,
             timers: BTreeSet::new(),
             pass_at: None,
@@ -445,6 +456,26 @@ impl Controller {
     /// Applies one event at `now_ms` and returns what the driver must do. `now_ms` must not go
     /// backwards.
     pub fn step(&mut self, now_ms: u64, event: Event) -> Vec<Command> {
+        self.apply_event(now_ms, event);
+        self.finish_step(now_ms)
+    }
+
+    /// Applies several events of one instant, then schedules once: what [`Controller::step`]
+    /// on each in turn would do, except that the scheduling pass sees them all (a gang's tasks
+    /// ending together free their capacity for one decision, not one pass per task). A driver
+    /// that knows the events of an instant (the simulator) hands them over together.
+    pub fn step_batch(
+        &mut self,
+        now_ms: u64,
+        events: impl IntoIterator<Item = Event>,
+    ) -> Vec<Command> {
+        for e in events {
+            self.apply_event(now_ms, e);
+        }
+        self.finish_step(now_ms)
+    }
+
+    fn apply_event(&mut self, now_ms: u64, event: Event) {
         if !self.autoscale_started {
             self.autoscale_started = true;
             self.start_pools(now_ms);
@@ -494,6 +525,9 @@ impl Controller {
         }
         // Timers the event made due now (an immediate retry, a replacement).
         self.fire_timers(now_ms);
+    }
+
+    fn finish_step(&mut self, now_ms: u64) -> Vec<Command> {
         if self.dirty {
             if self.config.schedule_interval_ms == 0 {
                 self.pass(now_ms);

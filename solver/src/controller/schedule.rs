@@ -35,6 +35,8 @@ pub(crate) struct Reservation {
     pub shadow_ms: Option<u64>,
     /// The cluster as it is expected at `shadow_ms`, with the backfilled work that outlasts it.
     pub view: ClusterView,
+    /// What the head's pending tasks need together (resources, milli-GPU).
+    pub head_need: (Resources, u64),
     pub epoch: u64,
     pub nodes_version: u64,
 }
@@ -77,6 +79,18 @@ impl Controller {
             return tried;
         }
         if j.blocked_epoch == Some(self.epoch) {
+            tried.blocked = true;
+            return tried;
+        }
+        // More than the free capacity of all schedulable nodes together fits nowhere: no
+        // search (once its reasons are reported; the search gives them).
+        let n = if j.gang { j.pending.len() as u64 } else { 1 };
+        let need = j.spec.task.resources.saturating_mul(n);
+        let gpu_milli = u64::from(j.spec.task.gpu.total_milli()) * n;
+        if j.reported_blocked
+            && (!self.view.may_hold(&need, gpu_milli)
+                || self.view.tasks_that_fit(&j.spec.task, n) < n)
+        {
             tried.blocked = true;
             return tried;
         }
@@ -314,7 +328,7 @@ impl Controller {
                 continue;
             }
             examined += 1;
-            if examined > self.config.lookahead_jobs_max {
+            if examined > self.config.lookahead_jobs_max || !self.queue_may_start(&key) {
                 break;
             }
             self.backfill(now_ms, head.expect("head set"), job);
@@ -328,6 +342,28 @@ impl Controller {
         }
         // The reservation is computed against the cluster before the candidate is tried.
         self.ensure_reservation(now_ms, head);
+        let res = self.reservation.as_ref().expect("reservation computed");
+        let j = &self.jobs[&job];
+        let end_ms = j.estimate_ms.map(|e| now_ms + e);
+        if !matches!((end_ms, res.shadow_ms), (Some(e), Some(s)) if e <= s) {
+            // Work that outlasts the shadow time must leave the head room then: when even its
+            // smallest start (one task, a whole gang) and the head exceed what is free at the
+            // shadow time, no search can say yes.
+            let n = if j.gang { j.pending.len() as u64 } else { 1 };
+            let need = j.spec.task.resources.saturating_mul(n);
+            let gpu_milli = u64::from(j.spec.task.gpu.total_milli()) * n;
+            let (head, head_gpu) = res.head_need;
+            if !res
+                .view
+                .may_hold(&need.saturating_add(&head), gpu_milli + head_gpu)
+            {
+                let epoch = self.epoch;
+                if let Some(j) = self.jobs.get_mut(&job) {
+                    j.blocked_epoch = Some(epoch);
+                }
+                return;
+            }
+        }
         let tried = self.try_place(job, usize::MAX);
         if tried.placed.is_empty() {
             self.settle(now_ms, job, tried);
@@ -437,6 +473,12 @@ impl Controller {
             head,
             shadow_ms,
             view: v,
+            head_need: (
+                head_reqs
+                    .iter()
+                    .fold(Resources::ZERO, |a, r| a.saturating_add(&r.shape.resources)),
+                need[2],
+            ),
             epoch: self.epoch,
             nodes_version: self.nodes_version,
         });
@@ -459,14 +501,18 @@ impl Controller {
             .iter()
             .map(|&s| self.request(job, s))
             .collect();
-        let mut empty = ClusterView::new(self.view.spec());
-        for n in 0..self.view.len() {
-            let id = NodeId(n as u32);
-            if !self.view.is_schedulable(id) {
-                empty.set_schedulable(id, false).expect("same nodes");
+        if self.empty_view.as_ref().is_none_or(|(v, _)| *v != version) {
+            let mut empty = ClusterView::new(self.view.spec());
+            for n in 0..self.view.len() {
+                let id = NodeId(n as u32);
+                if !self.view.is_schedulable(id) {
+                    empty.set_schedulable(id, false).expect("same nodes");
+                }
             }
+            self.empty_view = Some((version, empty));
         }
-        let never = !fits(&mut self.scratch_placer, &mut empty, &reqs, &mut self.rng);
+        let (_, empty) = self.empty_view.as_mut().expect("built above");
+        let never = !fits(&mut self.scratch_placer, empty, &reqs, &mut self.rng);
         let j = self.jobs.get_mut(&job).expect("job exists");
         if never {
             j.never_fits_at = Some(version);
@@ -567,6 +613,21 @@ fn fits<R: rand::Rng + ?Sized>(
 ) -> bool {
     if reqs.is_empty() {
         return true;
+    }
+    let mut need = Resources::ZERO;
+    let mut gpu_milli = 0u64;
+    for r in reqs {
+        need = need.saturating_add(&r.shape.resources);
+        gpu_milli += u64::from(r.shape.gpu.total_milli());
+    }
+    if !view.may_hold(&need, gpu_milli) {
+        return false;
+    }
+    // Identical tasks (a gang, a job's pending tasks): more than the nodes could take one by one
+    // do not fit together.
+    let n = reqs.len() as u64;
+    if reqs.iter().all(|r| r.shape == reqs[0].shape) && view.tasks_that_fit(&reqs[0].shape, n) < n {
+        return false;
     }
     let plan = placer.place(view, reqs, rng);
     for a in plan.assignments.iter().rev() {
