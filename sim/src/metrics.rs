@@ -143,6 +143,9 @@ pub struct Metrics {
     used: [u64; 3],
     tasks_out: Option<Box<dyn Write>>,
     pub interval_ms: u64,
+    /// Hourly price (micro-USD) of the static nodes of a known instance type, with the node
+    /// count it was summed over (static nodes come first and never go: a cache, not a figure).
+    static_price: Option<(usize, u128)>,
 }
 
 fn tier_index(t: Tier) -> usize {
@@ -184,6 +187,7 @@ impl Metrics {
             used: [0; 3],
             tasks_out,
             interval_ms,
+            static_price: None,
         }
     }
 
@@ -336,24 +340,31 @@ impl Metrics {
 }
 
 /// Cost so far, micro-dollars.
-fn cost_micro_usd(e: &Engine<'_>) -> u64 {
+fn cost_micro_usd(e: &mut Engine<'_>) -> u64 {
     let now = e.now_ms;
-    let mut total: u128 = 0;
+    let statics = e.nodes.iter().filter(|n| n.instance.is_none()).count();
+    let static_price = match e.metrics.static_price {
+        Some((count, p)) if count == statics => p,
+        _ => {
+            let p = e
+                .nodes
+                .iter()
+                .filter(|n| n.instance.is_none())
+                .filter_map(|n| {
+                    berth_solver::catalog::Catalog::ec2().get(&n.spec.attributes.instance_type)
+                })
+                .map(|t| u128::from(t.price_per_hour_micro_usd))
+                .sum();
+            e.metrics.static_price = Some((statics, p));
+            p
+        }
+    };
+    let mut total: u128 = static_price * u128::from(now) / 3_600_000;
     for name in &e.instance_order {
         let i = &e.instances[name];
         let end = i.gone_ms.unwrap_or(now).min(now);
         let ms = end.saturating_sub(i.launched_ms);
         total += u128::from(i.price_micro_usd_per_hour) * u128::from(ms) / 3_600_000;
-    }
-    // Static nodes of a known instance type.
-    for n in &e.nodes {
-        if n.instance.is_none() {
-            if let Some(t) =
-                berth_solver::catalog::Catalog::ec2().get(&n.spec.attributes.instance_type)
-            {
-                total += u128::from(t.price_per_hour_micro_usd) * u128::from(now) / 3_600_000;
-            }
-        }
     }
     total as u64
 }
@@ -534,6 +545,7 @@ pub(crate) fn sample(e: &mut Engine<'_>) {
     if e.metrics.series.is_empty() {
         init_pools(e);
     }
+    let cost_usd = cost_micro_usd(e) as f64 / 1e6;
     let view = e.ctrl.view();
     let mut s = Sample {
         t_ms: e.now_ms,
@@ -550,9 +562,9 @@ pub(crate) fn sample(e: &mut Engine<'_>) {
         gpu_idle_on_partial_nodes_milli: 0,
         pending_tasks: e.ctrl.stats().pending_tasks,
         running_tasks: 0,
-        cost_usd: cost_micro_usd(e) as f64 / 1e6,
+        cost_usd,
     };
-    let mut per: BTreeMap<(String, String, String), u64> = BTreeMap::new();
+    let mut per: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
     let mut pools = vec![PoolFigures::default(); e.metrics.pool_names.len()];
     for n in 0..view.len() {
         let id = NodeId(n as u32);
@@ -581,8 +593,7 @@ pub(crate) fn sample(e: &mut Engine<'_>) {
             p.gpu_idle_on_partial_nodes_milli += gfree;
         }
         p.running_tasks += u64::from(view.task_count(id));
-        *per.entry((a.pool.clone(), a.instance_type.clone(), a.zone.clone()))
-            .or_insert(0) += 1;
+        *per.entry((&a.pool, &a.instance_type, &a.zone)).or_insert(0) += 1;
     }
     // Started tasks by their node's pool (nodes out of service too, as `used` counts them);
     // pending tasks by their job's pool. Sums of integers: the map's order does not matter.
@@ -639,7 +650,9 @@ pub(crate) fn sample(e: &mut Engine<'_>) {
         s.running_tasks += p.running_tasks;
     }
     for ((pool, it, zone), c) in per {
-        e.metrics.nodes_series.push((s.t_ms, pool, it, zone, c));
+        e.metrics
+            .nodes_series
+            .push((s.t_ms, pool.into(), it.into(), zone.into(), c));
     }
     e.metrics.pools_series.push((s.t_ms, pools));
     e.metrics.series.push(s);

@@ -1441,3 +1441,70 @@ fn scale_down_takes_from_the_fuller_zone_first_within_one_tick() {
     assert_eq!(order.len(), 4, "{order:?}");
     assert_eq!(&order[..2], ["us-east-1a", "us-east-1a"], "{order:?}");
 }
+
+/// The agent of a new instance registers before the driver reports the launch (the runtime's
+/// agent is quicker than the CreateFleet answer): the node joins its pool, and the late launch
+/// report closes the request instead of leaving it open (and counted in flight) until timeout.
+#[test]
+fn an_instance_registering_before_its_launch_report_closes_its_request() {
+    let mut cfg = config(QueuePolicy::Berth);
+    cfg.pools = vec![flex_pool(0, 10)];
+    let mut h = H::new(cfg, &ClusterSpec::default());
+    h.submit(0, 1, batch(1, 3000));
+    let p = provisions(&h.step(10_000, Event::Tick));
+    assert_eq!(p.iter().map(|x| x.4).sum::<u32>(), 1, "{p:?}");
+    let (request, _pool, ty, zone, _) = p[0].clone();
+    let instance = InstanceId("i-early".into());
+    let spec =
+        Catalog::ec2()
+            .get(&ty)
+            .unwrap()
+            .node_spec(NodeId(1), "i-early".into(), &zone, "flex");
+    let out = h.step(
+        10_500,
+        Event::NodeReady {
+            node: spec,
+            instance: Some(instance.clone()),
+        },
+    );
+    assert_eq!(launches(&out).len(), 1, "the task runs on the early node");
+    assert_eq!(h.c.pool_nodes_by_zone("flex").values().sum::<u32>(), 1);
+    h.step(
+        10_600,
+        Event::InstanceLaunched {
+            request,
+            instance: instance.clone(),
+        },
+    );
+    assert_eq!(h.c.stats().instances_in_flight, 0, "the request is closed");
+    // A repeated report changes nothing, and nothing more is provisioned.
+    h.step(10_700, Event::InstanceLaunched { request, instance });
+    assert_eq!(h.c.stats().instances_in_flight, 0);
+    assert!(provisions(&h.step(20_000, Event::Tick)).is_empty());
+    assert_eq!(h.c.pool_nodes_by_zone("flex").values().sum::<u32>(), 1);
+}
+
+/// Two autoscaled pools can both serve the pending work: the first provisions for it, and the
+/// second, seeing that work absorbed by the first pool's in-flight instances, does not (on
+/// that evaluation nor on the next, while the instances boot).
+#[test]
+fn two_pools_do_not_both_provision_for_the_same_work() {
+    let mut second = flex_pool(0, 10);
+    second.name = "flex-b".into();
+    let mut cfg = config(QueuePolicy::Berth);
+    cfg.pools = vec![flex_pool(0, 10), second];
+    let mut h = H::new(cfg, &ClusterSpec::default());
+    h.submit(0, 1, batch(4, 3000));
+    let per_pool = |p: &[(RequestId, String, String, String, u32)]| {
+        let mut m: BTreeMap<String, u32> = BTreeMap::new();
+        for x in p {
+            *m.entry(x.1.clone()).or_default() += x.4;
+        }
+        m
+    };
+    let first = per_pool(&provisions(&h.step(10_000, Event::Tick)));
+    assert!(first.get("flex").copied().unwrap_or(0) > 0, "{first:?}");
+    assert_eq!(first.get("flex-b"), None, "{first:?}");
+    let again = per_pool(&provisions(&h.step(20_000, Event::Tick)));
+    assert!(again.is_empty(), "in flight covers it: {again:?}");
+}

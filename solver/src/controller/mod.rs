@@ -189,6 +189,9 @@ pub(crate) struct NodeRec {
     /// Interrupted or being terminated: takes no new task.
     pub draining: bool,
     pub idle_since_ms: Option<u64>,
+    /// Its instance's launch report was counted against a provisioning request (a node that
+    /// registered before the report counts it when the report comes).
+    pub launch_counted: bool,
     /// Tasks on the node.
     pub tasks: BTreeSet<TaskId>,
 }

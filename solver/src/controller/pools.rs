@@ -56,14 +56,15 @@ impl Controller {
         let idx = self.nodes.len() as u32;
         let vid = NodeId(idx);
         let spec = self.view.node(vid);
-        let pool = match &instance {
-            Some(i) if self.booting.contains_key(i) => {
-                let b = self.booting.remove(i).expect("checked");
+        let booted = instance.as_ref().and_then(|i| self.booting.remove(i));
+        let launch_counted = booted.is_some();
+        let pool = match booted {
+            Some(b) => {
                 let p = &mut self.pools[b.pool];
                 dec(&mut p.booting, (b.type_idx, b.zone_idx), 1);
                 Some(b.pool)
             }
-            _ => self.pool_index.get(&spec.attributes.pool).copied(),
+            None => self.pool_index.get(&spec.attributes.pool).copied(),
         };
         let devices = spec.gpu_count() as usize;
         let cap = spec.capacity;
@@ -77,6 +78,7 @@ impl Controller {
             live: true,
             draining: false,
             idle_since_ms: Some(now_ms),
+            launch_counted,
             tasks: BTreeSet::new(),
         });
         self.node_index.insert(id, idx);
@@ -183,9 +185,19 @@ impl Controller {
         let Some(prov) = self.provisions.get_mut(&request) else {
             return;
         };
-        if self.booting.contains_key(&instance) || self.instance_node.contains_key(&instance) {
+        if self.booting.contains_key(&instance) {
             return;
         }
+        // Registered before this report: the node is in service already; the report only
+        // closes its share of the request (once).
+        let registered = match self.instance_node.get(&instance) {
+            Some(&idx) if self.nodes[idx as usize].launch_counted => return,
+            Some(&idx) => {
+                self.nodes[idx as usize].launch_counted = true;
+                true
+            }
+            None => false,
+        };
         let (pool, type_idx, zone_idx) = (prov.pool, prov.type_idx, prov.zone_idx);
         if prov.outstanding > 0 {
             prov.outstanding -= 1;
@@ -193,6 +205,9 @@ impl Controller {
         }
         if prov.outstanding == 0 {
             self.provisions.remove(&request);
+        }
+        if registered {
+            return;
         }
         let p = &mut self.pools[pool];
         p.backoff_ms = 0;
@@ -333,9 +348,12 @@ impl Controller {
             // Place what fits first, so only what does not fit is provisioned for.
             self.pass(now_ms);
         }
-        let demand = self.pending_demand();
+        let mut demand = self.pending_demand();
         for p in 0..self.pools.len() {
             self.scale_up(now_ms, p, &demand);
+            // What this pool's instances will take is not demand for the pools after it.
+            self.absorb_demand(p, &mut demand);
+            demand.retain(|d| d.count > 0);
             self.scale_down(now_ms, p);
         }
     }
@@ -443,6 +461,71 @@ impl Controller {
         self.issue_launches(now_ms, p, launches);
     }
 
+    /// Pool `p`'s in-flight instances (requested, booting) and `planned` ones as a what-if
+    /// cluster of empty nodes.
+    fn in_flight_view(&self, p: usize, planned: &[(usize, Vec<usize>, u32)]) -> ClusterView {
+        let pool = &self.pools[p];
+        let name = &pool.spec.name;
+        let mut virtual_nodes: Vec<NodeSpec> = Vec::new();
+        let mut add_virtual = |t: usize, z: usize, c: u32| {
+            for _ in 0..c {
+                let it = &pool.types[t];
+                let id = NodeId(virtual_nodes.len() as u32);
+                virtual_nodes.push(it.node_spec(
+                    id,
+                    format!("in-flight-{}", id.0),
+                    &pool.spec.zones[z],
+                    name,
+                ));
+            }
+        };
+        for (&(t, z), &c) in pool.requested.iter().chain(pool.booting.iter()) {
+            add_virtual(t, z, c);
+        }
+        for (t, zones, c) in planned {
+            add_virtual(*t, zones[0], *c);
+        }
+        ClusterView::new(&crate::cluster::ClusterSpec::from_nodes(virtual_nodes))
+    }
+
+    /// Takes out of `demand` what pool `p`'s in-flight instances (those just requested
+    /// included) will take, so a later pool does not provision for the same tasks.
+    fn absorb_demand(&mut self, p: usize, demand: &mut [Demand]) {
+        if self.pools[p].in_flight() == 0 {
+            return;
+        }
+        let mut in_flight = self.in_flight_view(p, &[]);
+        let mut next_task = 0u64;
+        for d in demand.iter_mut() {
+            if d.count == 0 || !self.tier_may_use(d.tier, p) {
+                continue;
+            }
+            let mut absorbed = 0u32;
+            for _ in 0..d.count {
+                next_task += 1;
+                let req = TaskRequest {
+                    task: TaskId(next_task),
+                    job: d.job,
+                    shape: d.shape.clone(),
+                    tier: d.tier,
+                    constraints: d.constraints.clone(),
+                    gang: false,
+                };
+                match self
+                    .scratch_placer
+                    .place_one(&in_flight, &req, &mut self.rng)
+                {
+                    Ok(a) => {
+                        in_flight.apply(&a);
+                        absorbed += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            d.count -= absorbed;
+        }
+    }
+
     /// What pending work needs from pool `p` beyond its in-flight instances (and `planned`),
     /// as (type, allowed zones, count) from the instance-mix optimiser.
     fn demand_launches(
@@ -455,28 +538,7 @@ impl Controller {
     ) -> Vec<(usize, Vec<usize>, u32)> {
         let pool = &self.pools[p];
         let name = pool.spec.name.clone();
-        // In-flight and planned instances as a what-if cluster.
-        let mut virtual_nodes: Vec<NodeSpec> = Vec::new();
-        let mut add_virtual = |t: usize, z: usize, c: u32| {
-            for _ in 0..c {
-                let it = &pool.types[t];
-                let id = NodeId(virtual_nodes.len() as u32);
-                virtual_nodes.push(it.node_spec(
-                    id,
-                    format!("in-flight-{}", id.0),
-                    &pool.spec.zones[z],
-                    &name,
-                ));
-            }
-        };
-        for (&(t, z), &c) in pool.requested.iter().chain(pool.booting.iter()) {
-            add_virtual(t, z, c);
-        }
-        for (t, zones, c) in planned {
-            add_virtual(*t, zones[0], *c);
-        }
-        let mut in_flight =
-            ClusterView::new(&crate::cluster::ClusterSpec::from_nodes(virtual_nodes));
+        let mut in_flight = self.in_flight_view(p, planned);
         // Eligible demand; what in-flight capacity does not absorb goes to the optimiser,
         // grouped by the types and zones its constraints allow.
         let mut groups: DemandGroups = BTreeMap::new();
