@@ -405,8 +405,18 @@ impl<'a> Engine<'a> {
                         .task_finished(now, &r, t.as_ref(), &self.jobs, &self.job_index);
                 } else {
                     let t = self.tasks.get(&r.task).copied();
-                    self.metrics
-                        .task_record(now, &r, t.as_ref(), &self.jobs, &self.job_index);
+                    let node_pool = r
+                        .node
+                        .and_then(|n| self.nodes.get(n.0 as usize))
+                        .map(|n| n.spec.attributes.pool.as_str());
+                    self.metrics.task_record(
+                        now,
+                        &r,
+                        t.as_ref(),
+                        node_pool,
+                        &self.jobs,
+                        &self.job_index,
+                    );
                 }
             }
             Command::RecordJob { job, state, .. } => self.metrics.job_record(now, job, state),
@@ -670,6 +680,7 @@ pub fn run(
             e.push(at, SimEvent::Arrival(i));
         }
     }
+    crate::metrics::init_pools(&mut e);
     e.push(0, SimEvent::Sample);
     e.step(Event::Tick);
     let progress_every = 1u64 << 16;

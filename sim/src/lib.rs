@@ -4,15 +4,16 @@
 //! - [`Scenario::load`] / [`Scenario::default_scenario`]: a scenario, checked before any run
 //!   (errors name the file, the field path and the line);
 //! - [`run_scenario`]: one run, with a progress callback, returning a [`SimReport`];
-//! - [`run_scenario_to`]: the same, writing `series.csv`, `nodes.csv`, `tasks.csv` and
-//!   `report.json` to a folder (and their Parquet copies with the feature `parquet`);
+//! - [`run_scenario_to`]: the same, writing `series.csv`, `nodes.csv`, `pools.csv`, `tasks.csv`
+//!   and `report.json` to a folder (and their Parquet copies with the feature `parquet`);
 //! - [`html::render`]: a self-contained HTML report (inline SVG plots) of a run's folder;
 //! - [`sweep`]: a grid of variants run in parallel (rayon), with [`comparison_table`];
 //!   [`sweep_to`] writes each variant's outputs and a `sweep.csv` summary;
 //! - [`gate`]: compare a run's SLA figures with a baseline (`berth sim gate`).
 //!
 //! Module map: [`scenario`] (the file format), [`workload`] (traces and transforms into job
-//! arrivals), `engine` (event queue, the simulated world and its faults), [`metrics`],
+//! arrivals), `engine` (event queue, the simulated world and its faults; the controller events
+//! of one instant are stepped together, `Controller::step_batch`), [`metrics`],
 //! [`report`], [`tables`] (column types, CSV reading, Parquet), [`html`].
 
 mod engine;

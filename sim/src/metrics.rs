@@ -101,12 +101,14 @@ struct Live {
     attempt: u32,
     tier: Option<Tier>,
     submit_ms: Option<u64>,
-    /// Index into the run's jobs.
-    job_index: Option<usize>,
     /// Set when the task was placed (`Launched`): no longer pending.
     placed: bool,
     /// The node it was placed on (driver id).
     node: Option<NodeId>,
+    /// Where it counts in [`Metrics::pending_by_pool`] while pending, and in
+    /// [`Metrics::used_by_pool`] while started (indexes into `pool_names`).
+    pending_pool: Option<u32>,
+    used_pool: Option<u32>,
 }
 
 /// Accumulated measurements.
@@ -146,6 +148,12 @@ pub struct Metrics {
     /// Hourly price (micro-USD) of the static nodes of a known instance type, with the node
     /// count it was summed over (static nodes come first and never go: a cache, not a figure).
     static_price: Option<(usize, u128)>,
+    /// Pending tasks by their job's pool, and (cpu_milli, mem_mib, gpu_milli) of started tasks
+    /// by their node's pool, kept as tasks change state: a sample costs O(pools), not O(tasks).
+    pending_by_pool: Vec<u64>,
+    used_by_pool: Vec<[u64; 3]>,
+    /// `pool_names` and `job_pool` are set ([`init_pools`], before the first event).
+    pools_ready: bool,
 }
 
 fn tier_index(t: Tier) -> usize {
@@ -188,6 +196,9 @@ impl Metrics {
             tasks_out,
             interval_ms,
             static_price: None,
+            pending_by_pool: Vec::new(),
+            used_by_pool: Vec::new(),
+            pools_ready: false,
         }
     }
 
@@ -196,6 +207,7 @@ impl Metrics {
         now: u64,
         r: &TaskRecord,
         t: Option<&SimTask>,
+        node_pool: Option<&str>,
         jobs: &[SimJob],
         index: &HashMap<JobId, usize>,
     ) {
@@ -206,7 +218,12 @@ impl Metrics {
                 }
                 let job_index = index.get(&r.job).copied();
                 let job = job_index.map(|i| &jobs[i]);
-                self.live.insert(
+                let pending_pool = match job_index.and_then(|j| self.job_pool.get(j)) {
+                    Some(&i) => i,
+                    None => self.pool_index(NO_POOL),
+                };
+                self.count_pending(pending_pool, true);
+                let old = self.live.insert(
                     r.task,
                     Live {
                         accepted_ms: now,
@@ -216,22 +233,43 @@ impl Metrics {
                         attempt: r.attempt,
                         tier: job.map(|j| j.spec.tier),
                         submit_ms: job.map(|j| j.submit_ms),
-                        job_index,
                         placed: false,
                         node: None,
+                        pending_pool: Some(pending_pool),
+                        used_pool: None,
                     },
                 );
+                if let Some(old) = old {
+                    self.uncount(&old, t);
+                }
             }
             TaskState::Launched => {
                 if let Some(l) = self.live.get_mut(&r.task) {
                     l.placed = true;
                     l.node = r.node;
+                    if let Some(p) = l.pending_pool.take() {
+                        self.count_pending(p, false);
+                    }
                 }
             }
             TaskState::Started => {
                 self.tasks_started += 1;
+                let pool = node_pool.map(|p| self.pool_index(pool_label(p)));
                 if let Some(l) = self.live.get_mut(&r.task) {
                     l.started_ms = Some(now);
+                    if let (Some(t), true, Some(_), None, Some(p)) =
+                        (t, l.placed, l.node, l.used_pool, pool)
+                    {
+                        l.used_pool = Some(p);
+                        let i = p as usize;
+                        if self.used_by_pool.len() <= i {
+                            self.used_by_pool.resize(i + 1, [0; 3]);
+                        }
+                        let u = &mut self.used_by_pool[i];
+                        u[0] += t.resources.cpu_milli;
+                        u[1] += t.resources.mem_mib;
+                        u[2] += t.gpu_milli;
+                    }
                 }
                 if let Some(t) = t {
                     self.used[0] += t.resources.cpu_milli;
@@ -261,14 +299,19 @@ impl Metrics {
         let reason = r.reason.unwrap_or(TaskReason::Normal);
         *self.reasons.entry(reason_name(reason)).or_insert(0) += 1;
         let live = self.live.remove(&r.task);
-        let started = live.and_then(|l| l.started_ms);
+        if let Some(l) = &live {
+            self.uncount(l, t);
+        }
+        let started = live.as_ref().and_then(|l| l.started_ms);
         if let (Some(_), Some(t)) = (started, t) {
             self.used[0] -= t.resources.cpu_milli;
             self.used[1] -= t.resources.mem_mib;
             self.used[2] -= t.gpu_milli;
         }
         let job = index.get(&r.job).map(|&i| &jobs[i]);
-        let submit = job.map_or(live.map_or(now, |l| l.accepted_ms), |j| j.submit_ms);
+        let submit = job.map_or(live.as_ref().map_or(now, |l| l.accepted_ms), |j| {
+            j.submit_ms
+        });
         let (mut slowdown, mut bounded) = (f64::NAN, f64::NAN);
         if let (Some(s), TaskReason::Normal) = (started, reason) {
             let run = now.saturating_sub(s);
@@ -446,6 +489,32 @@ impl Servers<'_> {
 
 impl Metrics {
     /// The index of pool `name` in `pool_names`, added when new.
+    /// One more (`add`) or one fewer pending task in pool `p`.
+    fn count_pending(&mut self, p: u32, add: bool) {
+        let i = p as usize;
+        if self.pending_by_pool.len() <= i {
+            self.pending_by_pool.resize(i + 1, 0);
+        }
+        if add {
+            self.pending_by_pool[i] += 1;
+        } else {
+            self.pending_by_pool[i] -= 1;
+        }
+    }
+
+    /// Takes a task that leaves (or is replaced) out of the per-pool counts.
+    fn uncount(&mut self, l: &Live, t: Option<&SimTask>) {
+        if let Some(p) = l.pending_pool {
+            self.count_pending(p, false);
+        }
+        if let (Some(p), Some(t)) = (l.used_pool, t) {
+            let u = &mut self.used_by_pool[p as usize];
+            u[0] -= t.resources.cpu_milli;
+            u[1] -= t.resources.mem_mib;
+            u[2] -= t.gpu_milli;
+        }
+    }
+
     fn pool_index(&mut self, name: &str) -> u32 {
         match self.pool_names.iter().position(|p| p == name) {
             Some(i) => i as u32,
@@ -513,7 +582,11 @@ impl<'a> Servers<'a> {
 
 /// Names the pools and decides, per job, the pool its pending tasks count under (at the first
 /// sample: the static nodes are known, pool nodes carry their pool's name).
-fn init_pools(e: &mut Engine<'_>) {
+pub(crate) fn init_pools(e: &mut Engine<'_>) {
+    if e.metrics.pools_ready {
+        return;
+    }
+    e.metrics.pools_ready = true;
     let servers = Servers::new(
         e.s,
         e.nodes
@@ -542,9 +615,7 @@ fn init_pools(e: &mut Engine<'_>) {
 
 /// Takes one time-series sample, and its per-pool figures.
 pub(crate) fn sample(e: &mut Engine<'_>) {
-    if e.metrics.series.is_empty() {
-        init_pools(e);
-    }
+    init_pools(e);
     let cost_usd = cost_micro_usd(e) as f64 / 1e6;
     let view = e.ctrl.view();
     let mut s = Sample {
@@ -601,42 +672,14 @@ pub(crate) fn sample(e: &mut Engine<'_>) {
     // sample or when it comes into service) is added after the loop.
     pools.resize(e.metrics.pool_names.len(), PoolFigures::default());
     let m = &e.metrics;
-    let mut extra: BTreeMap<&str, PoolFigures> = BTreeMap::new();
-    for (task, l) in &m.live {
-        if !l.placed {
-            let target = match l.job_index.and_then(|j| m.job_pool.get(j)) {
-                Some(&i) => Ok(i as usize),
-                None => m
-                    .pool_names
-                    .iter()
-                    .position(|p| p == NO_POOL)
-                    .ok_or(NO_POOL),
-            };
-            match target {
-                Ok(i) => pools[i].pending_tasks += 1,
-                Err(name) => extra.entry(name).or_default().pending_tasks += 1,
-            }
-            continue;
-        }
-        let (Some(_), Some(node), Some(t)) = (l.started_ms, l.node, e.tasks.get(task)) else {
-            continue;
-        };
-        let name = e
-            .nodes
-            .get(node.0 as usize)
-            .map_or(NO_POOL, |n| pool_label(&n.spec.attributes.pool));
-        let p = match m.pool_names.iter().position(|p| p == name) {
-            Some(i) => &mut pools[i],
-            None => extra.entry(name).or_default(),
-        };
-        p.cpu_used_milli += t.resources.cpu_milli;
-        p.mem_used_mib += t.resources.mem_mib;
-        p.gpu_used_milli += t.gpu_milli;
+    pools.resize(m.pool_names.len(), PoolFigures::default());
+    for (i, &c) in m.pending_by_pool.iter().enumerate() {
+        pools[i].pending_tasks += c;
     }
-    for (name, f) in extra {
-        let i = e.metrics.pool_index(name) as usize;
-        pools.resize(i + 1, PoolFigures::default());
-        pools[i] = f;
+    for (i, u) in m.used_by_pool.iter().enumerate() {
+        pools[i].cpu_used_milli += u[0];
+        pools[i].mem_used_mib += u[1];
+        pools[i].gpu_used_milli += u[2];
     }
     for p in &pools {
         s.nodes += p.nodes;
@@ -885,6 +928,7 @@ mod tests {
                 0,
                 &record(t, TaskState::Accepted, None),
                 None,
+                None,
                 &jobs,
                 &index,
             );
@@ -894,13 +938,21 @@ mod tests {
             20_000,
             &record(0, TaskState::Started, None),
             None,
+            None,
             &jobs,
             &index,
         );
         let done = |t| record(t, TaskState::Finished, Some(TaskReason::Normal));
         m.task_finished(20_000, &done(0), None, &jobs, &index);
         // Task 1 starts at once and runs 100 s: slowdown 1, bounded slowdown 1.
-        m.task_record(0, &record(1, TaskState::Started, None), None, &jobs, &index);
+        m.task_record(
+            0,
+            &record(1, TaskState::Started, None),
+            None,
+            None,
+            &jobs,
+            &index,
+        );
         m.task_finished(100_000, &done(1), None, &jobs, &index);
         // Task 2 never ran: neither.
         let killed = record(2, TaskState::Finished, Some(TaskReason::Killed));

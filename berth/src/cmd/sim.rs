@@ -53,8 +53,8 @@ pub struct RunArgs {
     /// Override the queue policy: fcfs, easy or berth.
     #[arg(long)]
     pub queue: Option<String>,
-    /// Write series.csv, nodes.csv, tasks.csv and report.json to this folder, and the tables
-    /// again as series.parquet, nodes.parquet, tasks.parquet.
+    /// Write series.csv, nodes.csv, pools.csv, tasks.csv and report.json to this folder, and
+    /// the tables again as series.parquet, nodes.parquet, pools.parquet, tasks.parquet.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Write a self-contained HTML report (summary and plots as inline SVG) to this file.
