@@ -472,6 +472,11 @@ pub struct Placer {
     /// index, so for a request without soft constraints the first node that passes the
     /// filters is the choice and the scan stops there (same answer, same RNG draws).
     first_feasible_wins: bool,
+    /// Only first fit and best fit score (soft constraints aside), ties go to the lowest node:
+    /// taking a task only raises its node's score against the others, so the node chosen for a
+    /// task stays the choice for an identical next one while it passes the filters
+    /// ([`Placer::place_again`]).
+    monotone: bool,
     /// Eligible pools per tier (index `Tier as usize`), empty = any.
     pools: [Vec<String>; 2],
     types: TaskTypes,
@@ -506,6 +511,17 @@ impl Placer {
             && ScorerKind::ALL.iter().enumerate().all(|(i, &k)| {
                 weights[i] == 0.0 || matches!(k, ScorerKind::FirstFit | ScorerKind::SoftConstraints)
             });
+        let monotone = !has_tie_scorers
+            && policy.tie_break == TieBreak::LowestNode
+            && (weights[ScorerKind::FirstFit as usize] > 0.0
+                || weights[ScorerKind::BestFit as usize] > 0.0)
+            && ScorerKind::ALL.iter().enumerate().all(|(i, &k)| {
+                weights[i] == 0.0
+                    || matches!(
+                        k,
+                        ScorerKind::FirstFit | ScorerKind::BestFit | ScorerKind::SoftConstraints
+                    )
+            });
         let pools = [Tier::Critical, Tier::Flex]
             .map(|t| policy.tier_pools.get(&t).cloned().unwrap_or_default());
         Ok(Placer {
@@ -514,6 +530,7 @@ impl Placer {
             tie_weights,
             has_tie_scorers,
             first_feasible_wins,
+            monotone,
             pools,
             types: TaskTypes::default(),
             frag: FragModel::default(),
@@ -630,6 +647,48 @@ impl Placer {
             task: task.task,
             job: task.job,
             reasons,
+        })
+    }
+
+    /// Places `task` on `node`, where the previous task of the same job and shape went, when
+    /// that is provably the node a full [`Placer::place_one`] would choose now: the policy is
+    /// monotone (first fit, best fit, lowest-node ties), the request has no constraint that
+    /// depends on where its job's tasks are (unique host, zone balance, exclusive, soft ones),
+    /// no fractional GPU, and `node` still passes the filters; no other node changed since
+    /// (the caller's contract). `None`: do the full scan.
+    pub fn place_again(
+        &mut self,
+        view: &ClusterView,
+        task: &TaskRequest,
+        node: NodeId,
+    ) -> Option<Assignment> {
+        if !self.monotone || node.0 as usize >= view.len() {
+            return None;
+        }
+        let request = self.request(view, task);
+        if request.exclusive
+            || request.unique_host
+            || request.soft_unique_host
+            || request.soft_count > 0
+            || request.needs_job_counts
+            || !request.zone_ok.is_empty()
+            || !request.zone_soft.is_empty()
+            || matches!(request.gpu, GpuDemand::Milli(_))
+        {
+            return None;
+        }
+        self.filter(view, node, &request).ok()?;
+        let gpus = match request.gpu {
+            GpuDemand::Whole(k) => whole_devices(view.gpu_free(node), k)?,
+            _ => Vec::new(),
+        };
+        Some(Assignment {
+            task: task.task,
+            job: task.job,
+            node,
+            resources: request.resources,
+            gpus,
+            exclusive: false,
         })
     }
 

@@ -110,13 +110,29 @@ impl Controller {
             return tried;
         }
         let slots: Vec<u32> = j.pending.iter().take(max_tasks).copied().collect();
+        let mut last: Option<NodeId> = None;
         for s in slots {
             let req = self.request(job, s);
-            match self.placer.place_one(&self.view, &req, &mut self.rng) {
+            // The job's tasks are identical and only `last` changed since the previous one.
+            let again = last.and_then(|n| self.placer.place_again(&self.view, &req, n));
+            let placed = match again {
+                Some(a) => {
+                    // The full scan agrees (checked in debug builds: every test run checks it).
+                    #[cfg(debug_assertions)]
+                    {
+                        let full = self.placer.place_one(&self.view, &req, &mut self.rng);
+                        debug_assert_eq!(full.as_ref().ok(), Some(&a), "place_again differs");
+                    }
+                    Ok(a)
+                }
+                None => self.placer.place_one(&self.view, &req, &mut self.rng),
+            };
+            match placed {
                 Ok(a) => {
                     if let Err(e) = self.view.try_apply(&a) {
                         panic!("controller: the placer chose an assignment the view refuses: {e}");
                     }
+                    last = Some(a.node);
                     tried.placed.push((s, a));
                 }
                 Err(u) => {
@@ -582,7 +598,10 @@ impl Controller {
                 turns[i].done = true;
                 continue;
             };
-            let tried = self.try_place(job, 1);
+            // Alone in its tier, a group's turns follow each other: its job takes what fits
+            // in one try (the same placements, fewer passes over the turns).
+            let alone = turns.iter().filter(|t| !t.done).count() == 1;
+            let tried = self.try_place(job, if alone { usize::MAX } else { 1 });
             let blocked = tried.blocked;
             self.settle(now_ms, job, tried);
             if blocked {
