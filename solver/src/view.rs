@@ -106,6 +106,9 @@ pub struct ClusterView {
     /// condition for any placement, checked in O(1) before a search.
     free_schedulable: Resources,
     gpu_free_schedulable: u64,
+    /// Bumped by every change of free capacity or schedulability (caches of results that
+    /// depend on the whole view key on it).
+    changes: u64,
     /// Largest capacity of any node, per dimension, and largest device count.
     capacity_max: Resources,
     gpu_count_max: u8,
@@ -150,6 +153,7 @@ impl ClusterView {
             gpu_milli_used: 0,
             free_schedulable: Resources::ZERO,
             gpu_free_schedulable: 0,
+            changes: 0,
             capacity_max: Resources::ZERO,
             gpu_count_max: 0,
         };
@@ -193,6 +197,7 @@ impl ClusterView {
         self.gpu_milli_total += count as u64 * GPU_MILLI_PER_DEVICE as u64;
         self.free_schedulable = self.free_schedulable.saturating_add(&n.capacity);
         self.gpu_free_schedulable += count as u64 * GPU_MILLI_PER_DEVICE as u64;
+        self.changes += 1;
         let version = next_version();
         self.nodes.push(NodeState {
             free: n.capacity,
@@ -275,6 +280,13 @@ impl ClusterView {
 
     fn bump(&mut self, n: usize) {
         self.nodes[n].version = next_version();
+        self.changes += 1;
+    }
+
+    /// Changes so far (apply, release, schedulability, nodes added): equal counts mean the
+    /// same free capacity everywhere.
+    pub fn change_count(&self) -> u64 {
+        self.changes
     }
 
     // ----- read access -------------------------------------------------------------------

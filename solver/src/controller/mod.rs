@@ -321,6 +321,10 @@ pub struct Controller {
     pub(crate) scratch_placer: Placer,
     /// The nodes in service with nothing placed, as of a nodes version ("can it ever fit").
     pub(crate) empty_view: Option<(u64, ClusterView)>,
+    /// `ClusterView::tasks_that_fit` of the live view per shape (scalar resources, GPU kind
+    /// and amount): (view change count, the `enough` asked, the answer). Many queued jobs
+    /// share a shape; between two changes of the view one count answers them all.
+    pub(crate) fit_cache: BTreeMap<([u64; 4], u8, u16), (u64, u64, u64)>,
     pub(crate) dirty: bool,
     pub(crate) timers: BTreeSet<(u64, Timer)>,
     pub(crate) pass_at: Option<u64>,
@@ -429,6 +433,7 @@ impl Controller {
             reservation: None,
             scratch_placer: schedule::scratch_placer(&config.effective_policy()),
             empty_view: None,
+            fit_cache: BTreeMap::new(),
             dirty: false,
             timers: BTreeSet::new(),
             pass_at: None,

@@ -88,12 +88,12 @@ impl Controller {
         let need = j.spec.task.resources.saturating_mul(n);
         let gpu_milli = u64::from(j.spec.task.gpu.total_milli()) * n;
         if j.reported_blocked
-            && (!self.view.may_hold(&need, gpu_milli)
-                || self.view.tasks_that_fit(&j.spec.task, n) < n)
+            && (!self.view.may_hold(&need, gpu_milli) || self.live_tasks_that_fit(job, n) < n)
         {
             tried.blocked = true;
             return tried;
         }
+        let j = &self.jobs[&job];
         if j.gang {
             let slots: Vec<u32> = j.pending.iter().copied().collect();
             let reqs: Vec<TaskRequest> = slots.iter().map(|&s| self.request(job, s)).collect();
@@ -143,6 +143,32 @@ impl Controller {
             }
         }
         tried
+    }
+
+    /// [`ClusterView::tasks_that_fit`] of the job's task shape on the live view, up to
+    /// `enough`, from [`Controller::fit_cache`] when the view has not changed since.
+    fn live_tasks_that_fit(&mut self, job: JobId, enough: u64) -> u64 {
+        let shape = &self.jobs[&job].spec.task;
+        let gpu = match shape.gpu {
+            crate::resources::GpuDemand::None => (0, 0),
+            crate::resources::GpuDemand::Whole(k) => (1, u16::from(k)),
+            crate::resources::GpuDemand::Milli(m) => (2, m),
+        };
+        let key = (shape.resources.as_array(), gpu.0, gpu.1);
+        let changes = self.view.change_count();
+        if let Some(&(at, asked, count)) = self.fit_cache.get(&key) {
+            // Below what was asked the count is exact; at or above it, it says "at least
+            // `asked`", which answers any `enough` up to `asked`.
+            if at == changes && (count < asked || enough <= asked) {
+                return count;
+            }
+        }
+        let count = self.view.tasks_that_fit(shape, enough);
+        if self.fit_cache.len() >= 4096 {
+            self.fit_cache.clear();
+        }
+        self.fit_cache.insert(key, (changes, enough, count));
+        count
     }
 
     /// Takes back assignments applied by [`Controller::try_place`] and not committed.
