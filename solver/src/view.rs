@@ -421,8 +421,8 @@ impl ClusterView {
             let free = st.free.as_array();
             let mut k = u64::MAX;
             for d in 0..ask.len() {
-                if ask[d] > 0 {
-                    k = k.min(free[d] / ask[d]);
+                if let Some(q) = free[d].checked_div(ask[d]) {
+                    k = k.min(q);
                 }
             }
             if k == 0 {

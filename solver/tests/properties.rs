@@ -171,8 +171,8 @@ proptest! {
         if let Some(a) = plan.assignments.first() {
             view.release(a).unwrap();
         }
-        for n in 0..view.len() {
-            view.set_schedulable(NodeId(n as u32), !cordon[n]).unwrap();
+        for (n, &off) in cordon.iter().enumerate().take(view.len()) {
+            view.set_schedulable(NodeId(n as u32), !off).unwrap();
         }
         let (mut free, mut gpu) = (Resources::ZERO, 0u64);
         for n in 0..view.len() {

@@ -178,6 +178,10 @@ pub(crate) struct TaskRec {
 }
 
 /// A node the controller knows, by view index.
+/// A task shape as [`ClusterView::tasks_that_fit`] sees it: scalar resources, GPU kind (0 none,
+/// 1 whole, 2 milli) and amount.
+pub(crate) type FitKey = ([u64; 4], u8, u16);
+
 #[derive(Clone, Debug)]
 pub(crate) struct NodeRec {
     /// The driver's id.
@@ -324,7 +328,7 @@ pub struct Controller {
     /// `ClusterView::tasks_that_fit` of the live view per shape (scalar resources, GPU kind
     /// and amount): (view change count, the `enough` asked, the answer). Many queued jobs
     /// share a shape; between two changes of the view one count answers them all.
-    pub(crate) fit_cache: BTreeMap<([u64; 4], u8, u16), (u64, u64, u64)>,
+    pub(crate) fit_cache: BTreeMap<FitKey, (u64, u64, u64)>,
     pub(crate) dirty: bool,
     pub(crate) timers: BTreeSet<(u64, Timer)>,
     pub(crate) pass_at: Option<u64>,

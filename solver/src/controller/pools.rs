@@ -500,30 +500,36 @@ impl Controller {
             if d.count == 0 || !self.tier_may_use(d.tier, p) {
                 continue;
             }
-            let mut absorbed = 0u32;
-            for _ in 0..d.count {
-                next_task += 1;
-                let req = TaskRequest {
-                    task: TaskId(next_task),
-                    job: d.job,
-                    shape: d.shape.clone(),
-                    tier: d.tier,
-                    constraints: d.constraints.clone(),
-                    gang: false,
-                };
-                match self
-                    .scratch_placer
-                    .place_one(&in_flight, &req, &mut self.rng)
-                {
-                    Ok(a) => {
-                        in_flight.apply(&a);
-                        absorbed += 1;
-                    }
-                    Err(_) => break,
-                }
-            }
-            d.count -= absorbed;
+            d.count -= self.absorb_into(&mut in_flight, d, &mut next_task);
         }
+    }
+
+    /// Places `d`'s tasks on the what-if view `in_flight` one by one (first fit) and returns
+    /// how many fit; the tasks are identical, so the first that does not fit ends it.
+    fn absorb_into(&mut self, in_flight: &mut ClusterView, d: &Demand, next_task: &mut u64) -> u32 {
+        let mut absorbed = 0u32;
+        for _ in 0..d.count {
+            *next_task += 1;
+            let req = TaskRequest {
+                task: TaskId(*next_task),
+                job: d.job,
+                shape: d.shape.clone(),
+                tier: d.tier,
+                constraints: d.constraints.clone(),
+                gang: false,
+            };
+            match self
+                .scratch_placer
+                .place_one(in_flight, &req, &mut self.rng)
+            {
+                Ok(a) => {
+                    in_flight.apply(&a);
+                    absorbed += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        absorbed
     }
 
     /// What pending work needs from pool `p` beyond its in-flight instances (and `planned`),
@@ -536,8 +542,7 @@ impl Controller {
         planned: &[(usize, Vec<usize>, u32)],
         room: u32,
     ) -> Vec<(usize, Vec<usize>, u32)> {
-        let pool = &self.pools[p];
-        let name = pool.spec.name.clone();
+        let name = self.pools[p].spec.name.clone();
         let mut in_flight = self.in_flight_view(p, planned);
         // Eligible demand; what in-flight capacity does not absorb goes to the optimiser,
         // grouped by the types and zones its constraints allow.
@@ -547,6 +552,7 @@ impl Controller {
             if !self.tier_may_use(d.tier, p) {
                 continue;
             }
+            let pool = &self.pools[p];
             let mut types = Vec::new();
             let mut zones = BTreeSet::new();
             for (t, it) in pool.types.iter().enumerate() {
@@ -570,25 +576,7 @@ impl Controller {
             if types.is_empty() {
                 continue;
             }
-            let mut left = 0u32;
-            for _ in 0..d.count {
-                next_task += 1;
-                let req = TaskRequest {
-                    task: TaskId(next_task),
-                    job: d.job,
-                    shape: d.shape.clone(),
-                    tier: d.tier,
-                    constraints: d.constraints.clone(),
-                    gang: false,
-                };
-                match self
-                    .scratch_placer
-                    .place_one(&in_flight, &req, &mut self.rng)
-                {
-                    Ok(a) => in_flight.apply(&a),
-                    Err(_) => left += 1,
-                }
-            }
+            let left = d.count - self.absorb_into(&mut in_flight, d, &mut next_task);
             if left > 0 {
                 let e = groups
                     .entry((types, zones.into_iter().collect()))
