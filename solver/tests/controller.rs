@@ -1508,3 +1508,44 @@ fn two_pools_do_not_both_provision_for_the_same_work() {
     let again = per_pool(&provisions(&h.step(20_000, Event::Tick)));
     assert!(again.is_empty(), "in flight covers it: {again:?}");
 }
+
+/// An instance whose agent did not register within the boot timeout is terminated; when its
+/// agent registers after all (the termination is still under way), the node is not taken into
+/// service: no task goes to an instance being terminated.
+#[test]
+fn an_instance_registering_after_its_boot_timeout_is_not_adopted() {
+    let mut cfg = config(QueuePolicy::Berth);
+    cfg.pools = vec![flex_pool(0, 10)];
+    cfg.timeouts.boot_ms = 60_000;
+    let mut h = H::new(cfg, &ClusterSpec::default());
+    h.submit(0, 1, batch(1, 3000));
+    let p = provisions(&h.step(10_000, Event::Tick));
+    let (request, _pool, ty, zone, _) = p[0].clone();
+    let instance = InstanceId("i-slow".into());
+    h.step(
+        10_100,
+        Event::InstanceLaunched {
+            request,
+            instance: instance.clone(),
+        },
+    );
+    let out = h.step(71_000, Event::Tick);
+    assert_eq!(
+        terminations(&out),
+        vec![(instance.clone(), TerminateReason::BootTimedOut)]
+    );
+    let spec =
+        Catalog::ec2()
+            .get(&ty)
+            .unwrap()
+            .node_spec(NodeId(1), "i-slow".into(), &zone, "flex");
+    let out = h.step(
+        72_000,
+        Event::NodeReady {
+            node: spec,
+            instance: Some(instance),
+        },
+    );
+    assert!(launches(&out).is_empty(), "{out:?}");
+    assert_eq!(h.c.pool_nodes_by_zone("flex").values().sum::<u32>(), 0);
+}

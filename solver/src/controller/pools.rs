@@ -109,7 +109,9 @@ impl Controller {
             }
         }
         if let Some(i) = &instance {
-            if self.instance_node.contains_key(i) {
+            // Known, or being terminated (its boot timed out, it was scaled down): an agent
+            // that registers now does not bring it into service.
+            if self.instance_node.contains_key(i) || self.terminated.contains_key(i) {
                 return;
             }
         }
