@@ -22,6 +22,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// One scoring function. Each gives every feasible node a score in 0..=100, higher is better.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -575,17 +576,24 @@ impl Placer {
     ) -> Plan {
         let mut plan = Plan::default();
         let mut gangs_done: BTreeSet<JobId> = BTreeSet::new();
+        // The previous task placed and its node: only that node changed since.
+        let mut last: Option<(&TaskRequest, NodeId)> = None;
         for (i, t) in tasks.iter().enumerate() {
             if !t.gang {
-                match self.place_one(view, t, rng) {
+                match self.place_next(view, t, last, rng) {
                     Ok(a) => {
                         view.apply(&a);
+                        last = Some((t, a.node));
                         plan.assignments.push(a);
                     }
-                    Err(u) => plan.unplaced.push(u),
+                    Err(u) => {
+                        last = None;
+                        plan.unplaced.push(u);
+                    }
                 }
                 continue;
             }
+            last = None;
             if !gangs_done.insert(t.job) {
                 continue;
             }
@@ -595,10 +603,12 @@ impl Placer {
                 .collect();
             let mut placed: Vec<Assignment> = Vec::new();
             let mut failed: Option<Unplaced> = None;
+            let mut prev: Option<(&TaskRequest, NodeId)> = None;
             for m in &members {
-                match self.place_one(view, m, rng) {
+                match self.place_next(view, m, prev, rng) {
                     Ok(a) => {
                         view.apply(&a);
+                        prev = Some((m, a.node));
                         placed.push(a);
                     }
                     Err(u) => {
@@ -633,6 +643,35 @@ impl Placer {
             }
         }
         plan
+    }
+
+    /// [`Placer::place_one`], or [`Placer::place_again`] on the node of `prev` when `prev` is an
+    /// identical request of the same job placed just before (only its node changed since).
+    fn place_next<R: Rng + ?Sized>(
+        &mut self,
+        view: &ClusterView,
+        task: &TaskRequest,
+        prev: Option<(&TaskRequest, NodeId)>,
+        rng: &mut R,
+    ) -> Result<Assignment, Unplaced> {
+        if let Some((p, node)) = prev {
+            let same = p.job == task.job
+                && p.tier == task.tier
+                && p.shape == task.shape
+                && (Arc::ptr_eq(&p.constraints, &task.constraints)
+                    || p.constraints == task.constraints);
+            if same {
+                if let Some(a) = self.place_again(view, task, node) {
+                    #[cfg(debug_assertions)]
+                    {
+                        let full = self.place_one(view, task, rng);
+                        debug_assert_eq!(full.as_ref().ok(), Some(&a), "place_again differs");
+                    }
+                    return Ok(a);
+                }
+            }
+        }
+        self.place_one(view, task, rng)
     }
 
     /// Decides one task against the view without changing it: the assignment to apply, or why
