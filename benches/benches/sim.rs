@@ -53,17 +53,7 @@ fn bench(c: &mut Criterion) {
     });
     let mut small = default.clone();
     small.horizon_ms /= 4;
-    let grid = SweepSpec {
-        placements: vec![
-            "berth".into(),
-            "best_fit".into(),
-            "worst_fit".into(),
-            "first_fit".into(),
-        ],
-        pool_size_factors: vec![0.5, 1.0],
-        rate_scales: vec![1.0, 2.0],
-        ..SweepSpec::default()
-    };
+    let grid = SweepSpec::speed_reference();
     g.throughput(Throughput::Elements(sweep_events(&small, &grid)));
     g.bench_function("sweep of 16 (default, 1 h)", |b| {
         b.iter(|| berth_sim::sweep(&small, &grid))

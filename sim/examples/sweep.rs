@@ -16,17 +16,7 @@ fn main() {
         .unwrap_or(7);
     let mut small = Scenario::default_scenario();
     small.horizon_ms /= 4;
-    let grid = SweepSpec {
-        placements: vec![
-            "berth".into(),
-            "best_fit".into(),
-            "worst_fit".into(),
-            "first_fit".into(),
-        ],
-        pool_size_factors: vec![0.5, 1.0],
-        rate_scales: vec![1.0, 2.0],
-        ..SweepSpec::default()
-    };
+    let grid = SweepSpec::speed_reference();
     let one = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()

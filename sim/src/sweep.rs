@@ -27,6 +27,22 @@ pub struct SweepSpec {
 }
 
 impl SweepSpec {
+    /// The 16-variant grid whose speed is measured (the `sim` bench, `examples/sweep.rs`):
+    /// 4 placements × 2 pool-size factors × 2 arrival-rate scales.
+    pub fn speed_reference() -> SweepSpec {
+        SweepSpec {
+            placements: vec![
+                "berth".into(),
+                "best_fit".into(),
+                "worst_fit".into(),
+                "first_fit".into(),
+            ],
+            pool_size_factors: vec![0.5, 1.0],
+            rate_scales: vec![1.0, 2.0],
+            ..SweepSpec::default()
+        }
+    }
+
     /// The variants, each with a name, in grid order.
     pub fn variants(&self, base: &Scenario) -> Vec<(String, Scenario)> {
         self.grid(base)
