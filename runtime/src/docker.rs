@@ -205,10 +205,38 @@ pub fn container_config(
 
 /// The job's internal network, created unless it exists; returns its id.
 ///
-/// Several agents on one engine (tests, a laptop) may create it at once, and the engine may then
-/// hold two networks of the same name: every agent settles on the lowest id and removes the
-/// others, so all tasks of the job share one network.
+/// The engine does not refuse a second network of the same name, and a container started
+/// while two exist fails ("network … is ambiguous"). So the look-up and the creation hold a
+/// lock file in the system temporary folder, one per network prefix: several agents on one
+/// host (tests, a laptop) and several launches in one agent create the network once. Should
+/// duplicates exist anyway (an agent with another temporary folder), every agent settles on
+/// the lowest id and removes the others.
 pub async fn ensure_network(
+    docker: &Docker,
+    prefix: &str,
+    job: JobId,
+) -> Result<String, bollard::errors::Error> {
+    let path = std::env::temp_dir().join(format!("berth-docker-networks-{prefix}.lock"));
+    let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        f.lock()?;
+        Ok(f)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))
+    .and_then(|r| r)
+    .map_err(|err| bollard::errors::Error::IOError { err })?;
+    let out = ensure_network_locked(docker, prefix, job).await;
+    // Dropping the file releases the lock.
+    drop(lock);
+    out
+}
+
+async fn ensure_network_locked(
     docker: &Docker,
     prefix: &str,
     job: JobId,
