@@ -1442,6 +1442,19 @@ fn scale_down_takes_from_the_fuller_zone_first_within_one_tick() {
     assert_eq!(&order[..2], ["us-east-1a", "us-east-1a"], "{order:?}");
 }
 
+/// The agent of `instance` (of type `ty` in `zone`, pool "flex") registers as node 1.
+fn agent_ready(instance: &InstanceId, ty: &str, zone: &str) -> Event {
+    let node =
+        Catalog::ec2()
+            .get(ty)
+            .unwrap()
+            .node_spec(NodeId(1), instance.0.clone(), zone, "flex");
+    Event::NodeReady {
+        node,
+        instance: Some(instance.clone()),
+    }
+}
+
 /// The agent of a new instance registers before the driver reports the launch (the runtime's
 /// agent is quicker than the CreateFleet answer): the node joins its pool, and the late launch
 /// report closes the request instead of leaving it open (and counted in flight) until timeout.
@@ -1455,18 +1468,7 @@ fn an_instance_registering_before_its_launch_report_closes_its_request() {
     assert_eq!(p.iter().map(|x| x.4).sum::<u32>(), 1, "{p:?}");
     let (request, _pool, ty, zone, _) = p[0].clone();
     let instance = InstanceId("i-early".into());
-    let spec =
-        Catalog::ec2()
-            .get(&ty)
-            .unwrap()
-            .node_spec(NodeId(1), "i-early".into(), &zone, "flex");
-    let out = h.step(
-        10_500,
-        Event::NodeReady {
-            node: spec,
-            instance: Some(instance.clone()),
-        },
-    );
+    let out = h.step(10_500, agent_ready(&instance, &ty, &zone));
     assert_eq!(launches(&out).len(), 1, "the task runs on the early node");
     assert_eq!(h.c.pool_nodes_by_zone("flex").values().sum::<u32>(), 1);
     h.step(
@@ -1534,18 +1536,7 @@ fn an_instance_registering_after_its_boot_timeout_is_not_adopted() {
         terminations(&out),
         vec![(instance.clone(), TerminateReason::BootTimedOut)]
     );
-    let spec =
-        Catalog::ec2()
-            .get(&ty)
-            .unwrap()
-            .node_spec(NodeId(1), "i-slow".into(), &zone, "flex");
-    let out = h.step(
-        72_000,
-        Event::NodeReady {
-            node: spec,
-            instance: Some(instance),
-        },
-    );
+    let out = h.step(72_000, agent_ready(&instance, &ty, &zone));
     assert!(launches(&out).is_empty(), "{out:?}");
     assert_eq!(h.c.pool_nodes_by_zone("flex").values().sum::<u32>(), 0);
 }
