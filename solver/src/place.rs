@@ -646,8 +646,9 @@ impl Placer {
     }
 
     /// [`Placer::place_one`], or [`Placer::place_again`] on the node of `prev` when `prev` is an
-    /// identical request of the same job placed just before (only its node changed since).
-    fn place_next<R: Rng + ?Sized>(
+    /// identical request of the same job placed just before (only its node changed since);
+    /// debug builds check such a placement against the full scan.
+    pub fn place_next<R: Rng + ?Sized>(
         &mut self,
         view: &ClusterView,
         task: &TaskRequest,

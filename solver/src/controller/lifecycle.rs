@@ -55,13 +55,8 @@ impl Controller {
         let key = j.queue_key(policy);
         let entry = (j.submit_ms, job);
         if self.queues.entry(key).or_default().insert(entry) {
-            let n = if j.gang { j.pending.len() as u64 } else { 1 };
-            let t = &j.spec.task;
-            let need = [
-                t.resources.cpu_milli.saturating_mul(n),
-                t.resources.mem_mib.saturating_mul(n),
-                u64::from(t.gpu.total_milli()).saturating_mul(n),
-            ];
+            let (_, r, gpu_milli) = j.smallest_start();
+            let need = [r.cpu_milli, r.mem_mib, gpu_milli];
             let mins = self.queue_min.entry(key).or_default();
             for d in 0..3 {
                 *mins[d].entry(need[d]).or_insert(0) += 1;

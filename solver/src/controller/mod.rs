@@ -132,6 +132,22 @@ pub(crate) struct JobRec {
 }
 
 impl JobRec {
+    /// The smallest start the job can make: one task, or a gang's pending tasks all together,
+    /// as (tasks, resources, milli-GPU).
+    pub fn smallest_start(&self) -> (u64, Resources, u64) {
+        let n = if self.gang {
+            self.pending.len() as u64
+        } else {
+            1
+        };
+        let t = &self.spec.task;
+        (
+            n,
+            t.resources.saturating_mul(n),
+            u64::from(t.gpu.total_milli()).saturating_mul(n),
+        )
+    }
+
     pub fn is_service(&self) -> bool {
         self.service.is_some()
     }

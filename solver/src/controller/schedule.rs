@@ -84,9 +84,7 @@ impl Controller {
         }
         // More than the free capacity of all schedulable nodes together fits nowhere: no
         // search (once its reasons are reported; the search gives them).
-        let n = if j.gang { j.pending.len() as u64 } else { 1 };
-        let need = j.spec.task.resources.saturating_mul(n);
-        let gpu_milli = u64::from(j.spec.task.gpu.total_milli()) * n;
+        let (n, need, gpu_milli) = j.smallest_start();
         if j.reported_blocked
             && (!self.view.may_hold(&need, gpu_milli) || self.live_tasks_that_fit(job, n) < n)
         {
@@ -110,29 +108,20 @@ impl Controller {
             return tried;
         }
         let slots: Vec<u32> = j.pending.iter().take(max_tasks).copied().collect();
-        let mut last: Option<NodeId> = None;
+        // The previous task placed and its node: only that node changed since.
+        let mut last: Option<(TaskRequest, NodeId)> = None;
         for s in slots {
             let req = self.request(job, s);
-            // The job's tasks are identical and only `last` changed since the previous one.
-            let again = last.and_then(|n| self.placer.place_again(&self.view, &req, n));
-            let placed = match again {
-                Some(a) => {
-                    // The full scan agrees (checked in debug builds: every test run checks it).
-                    #[cfg(debug_assertions)]
-                    {
-                        let full = self.placer.place_one(&self.view, &req, &mut self.rng);
-                        debug_assert_eq!(full.as_ref().ok(), Some(&a), "place_again differs");
-                    }
-                    Ok(a)
-                }
-                None => self.placer.place_one(&self.view, &req, &mut self.rng),
-            };
+            let prev = last.as_ref().map(|(r, n)| (r, *n));
+            let placed = self
+                .placer
+                .place_next(&self.view, &req, prev, &mut self.rng);
             match placed {
                 Ok(a) => {
                     if let Err(e) = self.view.try_apply(&a) {
                         panic!("controller: the placer chose an assignment the view refuses: {e}");
                     }
-                    last = Some(a.node);
+                    last = Some((req, a.node));
                     tried.placed.push((s, a));
                 }
                 Err(u) => {
@@ -387,13 +376,12 @@ impl Controller {
         let res = self.reservation.as_ref().expect("reservation computed");
         let j = &self.jobs[&job];
         let end_ms = j.estimate_ms.map(|e| now_ms + e);
-        if !matches!((end_ms, res.shadow_ms), (Some(e), Some(s)) if e <= s) {
+        let ends_in_time = matches!((end_ms, res.shadow_ms), (Some(e), Some(s)) if e <= s);
+        if !ends_in_time {
             // Work that outlasts the shadow time must leave the head room then: when even its
             // smallest start (one task, a whole gang) and the head exceed what is free at the
             // shadow time, no search can say yes.
-            let n = if j.gang { j.pending.len() as u64 } else { 1 };
-            let need = j.spec.task.resources.saturating_mul(n);
-            let gpu_milli = u64::from(j.spec.task.gpu.total_milli()) * n;
+            let (_, need, gpu_milli) = j.smallest_start();
             let (head, head_gpu) = res.head_need;
             if !res
                 .view
@@ -412,8 +400,6 @@ impl Controller {
             return;
         }
         let res = self.reservation.as_mut().expect("reservation computed");
-        let end_ms = self.jobs[&job].estimate_ms.map(|e| now_ms + e);
-        let ends_in_time = matches!((end_ms, res.shadow_ms), (Some(e), Some(s)) if e <= s);
         let ok = if ends_in_time {
             true
         } else {
@@ -466,26 +452,19 @@ impl Controller {
             .iter()
             .map(|&s| self.request(head, s))
             .collect();
-        let mut need = [0u64; 3];
-        for r in &head_reqs {
-            need[0] += r.shape.resources.cpu_milli;
-            need[1] += r.shape.resources.mem_mib;
-            need[2] += u64::from(r.shape.gpu.total_milli());
-        }
+        let head_need = head_reqs.iter().fold((Resources::ZERO, 0u64), |(r, g), q| {
+            (
+                r.saturating_add(&q.shape.resources),
+                g + u64::from(q.shape.gpu.total_milli()),
+            )
+        });
+        // The view's free sums rule the head out in O(1) until enough has been released.
         let mut v = self.view.clone();
-        let mut free = [0u64; 3];
-        for n in 0..v.len() {
-            let id = NodeId(n as u32);
-            if v.is_schedulable(id) {
-                let f = v.free(id);
-                free[0] += f.cpu_milli;
-                free[1] += f.mem_mib;
-                free[2] += v.gpu_free(id).iter().map(|&g| u64::from(g)).sum::<u64>();
-            }
-        }
-        let enough = |free: &[u64; 3]| (0..3).all(|d| free[d] >= need[d]);
+        let (need, need_gpu) = head_need;
         let mut shadow_ms = None;
-        if enough(&free) && fits(&mut self.scratch_placer, &mut v, &head_reqs, &mut self.rng) {
+        if v.may_hold(&need, need_gpu)
+            && fits(&mut self.scratch_placer, &mut v, &head_reqs, &mut self.rng)
+        {
             shadow_ms = Some(now_ms);
         } else {
             let ends: Vec<(u64, TaskId)> = self.ends.iter().copied().collect();
@@ -494,16 +473,11 @@ impl Controller {
                 let t = ends[i].0;
                 // Release every task expected to end at `t`.
                 while i < ends.len() && ends[i].0 == t {
-                    let task = ends[i].1;
-                    let a = v.release_task(task).expect("an estimated task is placed");
-                    if v.is_schedulable(a.node) {
-                        free[0] += a.resources.cpu_milli;
-                        free[1] += a.resources.mem_mib;
-                        free[2] += u64::from(a.gpu_milli());
-                    }
+                    v.release_task(ends[i].1)
+                        .expect("an estimated task is placed");
                     i += 1;
                 }
-                if enough(&free)
+                if v.may_hold(&need, need_gpu)
                     && fits(&mut self.scratch_placer, &mut v, &head_reqs, &mut self.rng)
                 {
                     shadow_ms = Some(t.max(now_ms));
@@ -515,12 +489,7 @@ impl Controller {
             head,
             shadow_ms,
             view: v,
-            head_need: (
-                head_reqs
-                    .iter()
-                    .fold(Resources::ZERO, |a, r| a.saturating_add(&r.shape.resources)),
-                need[2],
-            ),
+            head_need,
             epoch: self.epoch,
             nodes_version: self.nodes_version,
         });
