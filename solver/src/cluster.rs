@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The GPUs of one node: `count` devices of one model.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeGpus {
     pub count: u8,
@@ -15,7 +15,7 @@ pub struct NodeGpus {
 
 /// Where a node is and what it is. `labels` holds arbitrary key/value pairs; constraints look up
 /// `zone`, `instance_type` and `pool` first, then the labels.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeAttributes {
     #[serde(default)]

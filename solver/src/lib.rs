@@ -20,6 +20,7 @@
 //! - [`controller`]: the sans-IO job/task lifecycle controller (`Controller::step(now, Event) -> Vec<Command>`).
 //! - [`experiment`]: the FGD paper's fragmentation experiment, Berth's quality yardstick.
 
+mod classes;
 pub mod cluster;
 pub mod ids;
 pub mod job;

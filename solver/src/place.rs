@@ -10,6 +10,7 @@
 //! long-lived [`ClusterView`] releases an assignment whose launch fails. To plan without
 //! committing, place on a clone.
 
+use crate::classes::NodeClasses;
 use crate::frag::{FragModel, ModelMask, TaskTypes, TypeKey, TYPICAL_COVERAGE_DEFAULT};
 use crate::ids::{JobId, NodeId};
 use crate::job::{Constraint, Tier};
@@ -445,6 +446,13 @@ fn cmp_tol(a: f64, b: f64) -> std::cmp::Ordering {
     }
 }
 
+/// The best candidate so far and how many tie with it.
+#[derive(Default)]
+struct Selection {
+    best: Option<Candidate>,
+    ties: u32,
+}
+
 /// Counts of refusals per reason during one decision (the attribute reasons carry a key).
 #[derive(Default)]
 struct Refusals {
@@ -452,8 +460,8 @@ struct Refusals {
 }
 
 impl Refusals {
-    fn add(&mut self, r: FilterReason) {
-        *self.counts.entry(r).or_insert(0) += 1;
+    fn add_n(&mut self, r: FilterReason, n: u32) {
+        *self.counts.entry(r).or_insert(0) += n;
     }
     fn into_counts(self) -> ReasonCounts {
         ReasonCounts(self.counts)
@@ -493,6 +501,9 @@ pub struct Placer {
     /// The job's task count per node, filled for one decision.
     job_on_node: Vec<u32>,
     job_on_node_touched: Vec<u32>,
+    /// The node index (equivalence classes), when the policy draws no random numbers (a
+    /// seeded draw per scored node would change with the nodes scored).
+    classes: Option<NodeClasses>,
 }
 
 impl Placer {
@@ -523,6 +534,12 @@ impl Placer {
                         ScorerKind::FirstFit | ScorerKind::BestFit | ScorerKind::SoftConstraints
                     )
             });
+        let random = ScorerKind::Random as usize;
+        let indexable = policy.tie_break == TieBreak::LowestNode
+            && weights[random] == 0.0
+            && tie_weights[random] == 0.0;
+        let clustering = ScorerKind::GpuClustering as usize;
+        let gpu_clustering = weights[clustering] > 0.0 || tie_weights[clustering] > 0.0;
         let pools = [Tier::Critical, Tier::Flex]
             .map(|t| policy.tier_pools.get(&t).cloned().unwrap_or_default());
         Ok(Placer {
@@ -541,7 +558,20 @@ impl Placer {
             frag_slots: Default::default(),
             job_on_node: Vec::new(),
             job_on_node_touched: Vec::new(),
+            classes: indexable.then(|| NodeClasses::new(gpu_clustering)),
         })
+    }
+
+    /// The same placer deciding by the full scan of every node, without the node index (the
+    /// index's yardstick: both decide alike; see [`NodeClasses`]).
+    pub fn without_index(mut self) -> Self {
+        self.classes = None;
+        self
+    }
+
+    /// Whether decisions use the node index (policies that draw no random numbers).
+    pub fn is_indexed(&self) -> bool {
+        self.classes.is_some()
     }
 
     /// Sets the task-type distribution FGD measures fragmentation against.
@@ -810,16 +840,38 @@ impl Placer {
     ///    (see [`ScorerKind`] for each formula).
     /// 4. **Weighted sum**.
     /// 5. **Select** the highest sum; ties go to the lowest node id, or a seeded uniform pick.
+    ///
+    /// With the node index ([`NodeClasses`]) steps 1-4 run on one node per class and on the
+    /// job's own nodes; debug builds check each such decision against the full scan.
     fn decide<R: Rng + ?Sized>(
         &mut self,
         view: &ClusterView,
         task: &TaskRequest,
         rng: &mut R,
     ) -> Result<Assignment, ReasonCounts> {
+        let (result, indexed) = self.decide_with(view, task, rng, true);
+        #[cfg(debug_assertions)]
+        if indexed {
+            let (full, _) = self.decide_with(view, task, rng, false);
+            assert_eq!(result, full, "indexed decision differs from the full scan");
+        }
+        let _ = indexed;
+        result
+    }
+
+    /// [`Placer::decide`], on the index when `use_index` and the policy allows; also says
+    /// whether the index decided.
+    fn decide_with<R: Rng + ?Sized>(
+        &mut self,
+        view: &ClusterView,
+        task: &TaskRequest,
+        rng: &mut R,
+        use_index: bool,
+    ) -> (Result<Assignment, ReasonCounts>, bool) {
         if view.is_empty() {
             let mut r = ReasonCounts::new();
             r.add(FilterReason::NoNodes, 1);
-            return Err(r);
+            return (Err(r), false);
         }
         self.sync_view(view);
         let mut request = self.request(view, task);
@@ -834,74 +886,70 @@ impl Placer {
                 }
             }
         }
-        let mut refusals = Refusals::default();
-        let mut best: Option<Candidate> = None;
-        let mut ties = 0u32;
-        let tie_random = self.policy.tie_break == TieBreak::Random;
         let first_wins = self.first_feasible_wins && request.soft_count == 0;
-        let nodes = view.len();
-        for n in 0..nodes {
-            let node = NodeId(n as u32);
-            // 1. Filters.
-            let device = match self.filter(view, node, &request) {
-                Ok(d) => d,
-                Err(r) => {
-                    refusals.add(r);
+        let mut refusals = Refusals::default();
+        let mut select = Selection::default();
+        let indexed = use_index && !first_wins && self.classes.is_some();
+        if indexed {
+            // One node per class (the lowest without the job's tasks), then the job's nodes
+            // one by one; the candidates go through selection in node order, as in the scan.
+            let mut classes = self.classes.take().expect("checked");
+            classes.sync(view);
+            let mut job_nodes_per_class: BTreeMap<u32, u32> = BTreeMap::new();
+            for &n in &self.job_on_node_touched {
+                *job_nodes_per_class
+                    .entry(classes.class_of(n as usize))
+                    .or_insert(0) += 1;
+            }
+            let mut cands: Vec<Candidate> = Vec::new();
+            for (id, members) in classes.classes() {
+                let others = job_nodes_per_class.get(&id).copied().unwrap_or(0);
+                let count = members.len() as u32 - others;
+                if count == 0 {
                     continue;
                 }
-            };
-            // 2-4. Device choice, scores, weighted sum.
-            let weights = self.weights;
-            let (device, score) = self.score(view, node, &request, device, false, rng, &weights);
-            let mut cand = Candidate {
-                node: n as u32,
-                device,
-                score,
-                tie_score: None,
-            };
-            // 5. Select: the primary sum, then (lexicographically) the tie scorers' sum, which
-            // is computed only between candidates the primary sum ties.
-            let order = match &mut best {
-                None => std::cmp::Ordering::Greater,
-                Some(b) => match cmp_tol(cand.score, b.score) {
-                    std::cmp::Ordering::Equal if self.has_tie_scorers => {
-                        let tb = match b.tie_score {
-                            Some(t) => t,
-                            None => {
-                                let t = self.tie_score(view, b, &request, rng);
-                                b.tie_score = Some(t);
-                                t
-                            }
-                        };
-                        let tc = self.tie_score(view, &cand, &request, rng);
-                        cand.tie_score = Some(tc);
-                        cmp_tol(tc, tb)
-                    }
-                    o => o,
-                },
-            };
-            match order {
-                std::cmp::Ordering::Greater => {
-                    best = Some(cand);
-                    ties = 1;
+                let rep = if others == 0 {
+                    *members.first().expect("a class has members")
+                } else {
+                    *members
+                        .iter()
+                        .find(|&&m| self.job_on_node[m as usize] == 0)
+                        .expect("a member without the job's tasks")
+                };
+                if let Some(c) =
+                    self.evaluate(view, NodeId(rep), &request, &mut refusals, count, rng)
+                {
+                    cands.push(c);
                 }
-                std::cmp::Ordering::Equal => {
-                    ties += 1;
-                    if tie_random && rng.random_range(0..ties) == 0 {
-                        best = Some(cand);
-                    }
-                }
-                std::cmp::Ordering::Less => {}
             }
-            if first_wins {
-                break;
+            let job_nodes = std::mem::take(&mut self.job_on_node_touched);
+            for &n in &job_nodes {
+                if let Some(c) = self.evaluate(view, NodeId(n), &request, &mut refusals, 1, rng) {
+                    cands.push(c);
+                }
+            }
+            self.job_on_node_touched = job_nodes;
+            self.classes = Some(classes);
+            cands.sort_unstable_by_key(|c| c.node);
+            for c in cands {
+                self.select(view, &request, &mut select, c, rng);
+            }
+        } else {
+            for n in 0..view.len() {
+                let node = NodeId(n as u32);
+                if let Some(c) = self.evaluate(view, node, &request, &mut refusals, 1, rng) {
+                    self.select(view, &request, &mut select, c, rng);
+                    if first_wins {
+                        break;
+                    }
+                }
             }
         }
         for n in self.job_on_node_touched.drain(..) {
             self.job_on_node[n as usize] = 0;
         }
-        let Some(best) = best else {
-            return Err(refusals.into_counts());
+        let Some(best) = select.best else {
+            return (Err(refusals.into_counts()), indexed);
         };
         let node = NodeId(best.node);
         let gpus = match request.gpu {
@@ -914,14 +962,90 @@ impl Placer {
                 milli: m,
             }],
         };
-        Ok(Assignment {
+        let a = Assignment {
             task: task.task,
             job: task.job,
             node,
             resources: request.resources,
             gpus,
             exclusive: request.exclusive,
+        };
+        (Ok(a), indexed)
+    }
+
+    /// Steps 1-4 on one node: refused (counted `count` times, for the nodes it stands for), or
+    /// a scored candidate.
+    fn evaluate<R: Rng + ?Sized>(
+        &mut self,
+        view: &ClusterView,
+        node: NodeId,
+        request: &Request<'_>,
+        refusals: &mut Refusals,
+        count: u32,
+        rng: &mut R,
+    ) -> Option<Candidate> {
+        // 1. Filters.
+        let device = match self.filter(view, node, request) {
+            Ok(d) => d,
+            Err(r) => {
+                refusals.add_n(r, count);
+                return None;
+            }
+        };
+        // 2-4. Device choice, scores, weighted sum.
+        let weights = self.weights;
+        let (device, score) = self.score(view, node, request, device, false, rng, &weights);
+        Some(Candidate {
+            node: node.0,
+            device,
+            score,
+            tie_score: None,
         })
+    }
+
+    /// Step 5 for one more candidate (candidates come in node order): the primary sum, then
+    /// (lexicographically) the tie scorers' sum, computed only between candidates the primary
+    /// sum ties; then the tie-break.
+    fn select<R: Rng + ?Sized>(
+        &mut self,
+        view: &ClusterView,
+        request: &Request<'_>,
+        s: &mut Selection,
+        mut cand: Candidate,
+        rng: &mut R,
+    ) {
+        let order = match &mut s.best {
+            None => std::cmp::Ordering::Greater,
+            Some(b) => match cmp_tol(cand.score, b.score) {
+                std::cmp::Ordering::Equal if self.has_tie_scorers => {
+                    let tb = match b.tie_score {
+                        Some(t) => t,
+                        None => {
+                            let t = self.tie_score(view, b, request, rng);
+                            b.tie_score = Some(t);
+                            t
+                        }
+                    };
+                    let tc = self.tie_score(view, &cand, request, rng);
+                    cand.tie_score = Some(tc);
+                    cmp_tol(tc, tb)
+                }
+                o => o,
+            },
+        };
+        match order {
+            std::cmp::Ordering::Greater => {
+                s.best = Some(cand);
+                s.ties = 1;
+            }
+            std::cmp::Ordering::Equal => {
+                s.ties += 1;
+                if self.policy.tie_break == TieBreak::Random && rng.random_range(0..s.ties) == 0 {
+                    s.best = Some(cand);
+                }
+            }
+            std::cmp::Ordering::Less => {}
+        }
     }
 
     fn request<'a>(&self, view: &ClusterView, task: &'a TaskRequest) -> Request<'a> {
@@ -1527,5 +1651,58 @@ mod tests {
             Policy::preset(name).unwrap().validate().unwrap();
         }
         assert!(Policy::preset("nope").is_err());
+    }
+
+    /// 1,000 identical nodes in two zones are two classes (then four, with a few used); a
+    /// decision scores one node per class plus the job's own nodes, and a refusal still
+    /// counts every node.
+    #[test]
+    fn identical_nodes_share_a_class_and_refusals_count_every_node() {
+        use crate::cluster::{ClusterSpec, NodeAttributes, NodeSpec};
+        use crate::ids::TaskId;
+        use crate::job::Constraints;
+        use crate::resources::TaskShape;
+        let spec = ClusterSpec::from_nodes((0..1000).map(|i| NodeSpec {
+            id: NodeId(0),
+            name: format!("n{i}"),
+            capacity: Resources::new(4000, 8192, 0, 0),
+            gpus: None,
+            attributes: NodeAttributes {
+                zone: if i % 2 == 0 { "a" } else { "b" }.to_string(),
+                ..Default::default()
+            },
+        }));
+        let mut view = ClusterView::new(&spec);
+        let mut placer = Placer::new(Policy::single(ScorerKind::BestFit)).unwrap();
+        assert!(placer.is_indexed());
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut unique = Constraints::default();
+        unique.hard.push(Constraint::UniqueHost);
+        let unique = Arc::new(unique);
+        // Unique host: three tasks of one job on three nodes (the lowest of each class first).
+        let mut nodes = Vec::new();
+        for t in 0..3 {
+            let req = TaskRequest::new(
+                TaskId(t),
+                JobId(1),
+                TaskShape::new(Resources::new(1000, 1024, 0, 0)),
+            )
+            .with_constraints(unique.clone());
+            let a = placer.place_one(&view, &req, &mut rng).unwrap();
+            view.apply(&a);
+            nodes.push(a.node.0);
+        }
+        assert_eq!(nodes, vec![0, 1, 2]);
+        // Idle and used nodes of zone a, idle and used of zone b.
+        placer.classes.as_mut().unwrap().sync(&view);
+        assert_eq!(placer.classes.as_ref().unwrap().len(), 4);
+        let too_big = TaskRequest::new(
+            TaskId(9),
+            JobId(2),
+            TaskShape::new(Resources::new(8000, 1024, 0, 0)),
+        );
+        let u = placer.place_one(&view, &too_big, &mut rng).unwrap_err();
+        assert_eq!(u.reasons.0.values().sum::<u32>(), 1000);
+        assert_eq!(u.reasons.0[&FilterReason::InsufficientCpu], 1000);
     }
 }

@@ -112,7 +112,18 @@ pub struct ClusterView {
     /// Largest capacity of any node, per dimension, and largest device count.
     capacity_max: Resources,
     gpu_count_max: u8,
+    /// The version of the last node change (0 before any): unique across views, so two views
+    /// with the same value are one view and its clone with neither changed since.
+    last_version: u64,
+    /// The last [`RECENT_CHANGES`] node changes as (version, node), a ring indexed by
+    /// `recent_written % RECENT_CHANGES`: lets an index kept outside the view catch up with
+    /// the few nodes one decision changed instead of rescanning every node.
+    recent: [(u64, u32); RECENT_CHANGES],
+    recent_written: usize,
 }
+
+/// Node changes the view remembers ([`ClusterView::changed_since`]).
+pub const RECENT_CHANGES: usize = 64;
 
 /// Node versions are unique across all views of the process, so a cache keyed by version can
 /// never confuse two views (or a view and its clone after they diverge). Versions only key
@@ -156,6 +167,9 @@ impl ClusterView {
             changes: 0,
             capacity_max: Resources::ZERO,
             gpu_count_max: 0,
+            last_version: 0,
+            recent: [(0, 0); RECENT_CHANGES],
+            recent_written: 0,
         };
         view.zones = spec.zones();
         let mut models: Vec<GpuModel> = spec
@@ -199,6 +213,7 @@ impl ClusterView {
         self.gpu_free_schedulable += count as u64 * GPU_MILLI_PER_DEVICE as u64;
         self.changes += 1;
         let version = next_version();
+        self.record(self.nodes.len(), version);
         self.nodes.push(NodeState {
             free: n.capacity,
             schedulable: true,
@@ -279,8 +294,40 @@ impl ClusterView {
     }
 
     fn bump(&mut self, n: usize) {
-        self.nodes[n].version = next_version();
+        let version = next_version();
+        self.nodes[n].version = version;
         self.changes += 1;
+        self.record(n, version);
+    }
+
+    fn record(&mut self, n: usize, version: u64) {
+        self.last_version = version;
+        self.recent[self.recent_written % RECENT_CHANGES] = (version, n as u32);
+        self.recent_written += 1;
+    }
+
+    /// The version of the view's last node change (0 for a view without nodes). Unique across
+    /// views: an index that saw a view at this value and sees it again knows nothing changed.
+    pub fn last_version(&self) -> u64 {
+        self.last_version
+    }
+
+    /// The nodes changed (or added) since the view's [`ClusterView::last_version`] was
+    /// `version`, oldest first (a node may repeat), when the view's history passed through
+    /// `version` within its last [`RECENT_CHANGES`] changes; `None` otherwise (then the caller
+    /// must compare every node's version).
+    pub fn changed_since(&self, version: u64) -> Option<impl Iterator<Item = NodeId> + '_> {
+        let written = self.recent_written;
+        let start = if version == self.last_version {
+            written
+        } else {
+            let oldest = written.saturating_sub(RECENT_CHANGES);
+            (oldest..written)
+                .rev()
+                .find(|&k| self.recent[k % RECENT_CHANGES].0 == version)?
+                + 1
+        };
+        Some((start..written).map(|k| NodeId(self.recent[k % RECENT_CHANGES].1)))
     }
 
     /// Changes so far (apply, release, schedulability, nodes added): equal counts mean the

@@ -372,3 +372,67 @@ proptest! {
         prop_assert_eq!(&plan, &plan2);
     }
 }
+
+/// A cluster of copies of a few node templates (as clusters of a few instance types are), so
+/// that nodes share classes in the placement index.
+fn templated_nodes() -> impl Strategy<Value = Vec<NodeSpec>> {
+    (
+        prop::collection::vec(node_strategy(), 1..=3),
+        prop::collection::vec(0usize..3, 8..=40),
+    )
+        .prop_map(|(templates, picks)| {
+            picks
+                .into_iter()
+                .map(|i| templates[i % templates.len()].clone())
+                .collect()
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// The node index decides exactly as the full scan: the same plan (nodes, devices,
+    /// reasons with counts) for a batch with constraints and gangs, and again after some tasks
+    /// are released and a node cordoned (the index catches up with changes it did not see).
+    #[test]
+    fn the_node_index_decides_as_the_full_scan(
+        nodes in templated_nodes(),
+        jobs in prop::collection::vec(job_strategy(), 1..=6),
+        more in prop::collection::vec(job_strategy(), 1..=3),
+        policy in policy_strategy(),
+        cordon in any::<prop::sample::Index>(),
+    ) {
+        let spec = ClusterSpec::from_nodes(nodes);
+        let reqs = requests(&jobs);
+        let types = berth_solver::TaskTypes::from_shapes(
+            reqs.iter().map(|t| &t.shape),
+            policy.typical_coverage,
+            policy.typical_key,
+        );
+        let mut indexed = berth_solver::Placer::new(policy.clone())
+            .unwrap()
+            .with_typical_types(types);
+        let mut scan = indexed.clone().without_index();
+        let mut view_a = ClusterView::new(&spec);
+        let mut view_b = ClusterView::new(&spec);
+        let plan_a = indexed.place(&mut view_a, &reqs, &mut policy.rng());
+        let plan_b = scan.place(&mut view_b, &reqs, &mut policy.rng());
+        prop_assert_eq!(&plan_a, &plan_b);
+        // Release every other placed task, cordon a node, place more.
+        for a in plan_a.assignments.iter().step_by(2) {
+            view_a.release(a).unwrap();
+            view_b.release(a).unwrap();
+        }
+        let c = NodeId(cordon.index(spec.len()) as u32);
+        view_a.set_schedulable(c, false).unwrap();
+        view_b.set_schedulable(c, false).unwrap();
+        let mut next = requests(&more);
+        for (i, t) in next.iter_mut().enumerate() {
+            t.task = TaskId(1_000_000 + i as u64);
+            t.job = JobId(1_000 + t.job.0);
+        }
+        let plan_a = indexed.place(&mut view_a, &next, &mut policy.rng());
+        let plan_b = scan.place(&mut view_b, &next, &mut policy.rng());
+        prop_assert_eq!(&plan_a, &plan_b);
+    }
+}

@@ -663,14 +663,18 @@ fn merged_reasons<'a>(all: impl Iterator<Item = &'a ReasonCounts>) -> ReasonCoun
 
 /// The placer used for what-if questions (EASY reservations, "can it ever fit", the
 /// autoscaler's in-flight packing): first fit, with the real policy's tier pools, and caches of
-/// its own so what-if views never touch the real placer's.
+/// its own so what-if views never touch the real placer's. It scans without the node index:
+/// what-if views are short-lived clones and fresh views, which the index would rebuild for a
+/// few decisions each.
 pub(crate) fn scratch_placer(policy: &crate::place::Policy) -> Placer {
     let mut p = policy.clone();
     p.scorers = vec![WeightedScorer {
         scorer: ScorerKind::FirstFit,
         weight: 1.0,
     }];
-    Placer::new(p).expect("first fit is a valid policy")
+    Placer::new(p)
+        .expect("first fit is a valid policy")
+        .without_index()
 }
 
 /// Sum of a resource vector's cpu, memory and GPU, for totals.
