@@ -154,6 +154,12 @@ pub struct Metrics {
     used_by_pool: Vec<[u64; 3]>,
     /// `pool_names` and `job_pool` are set ([`init_pools`], before the first event).
     pools_ready: bool,
+    /// Per node (driver id), set at the first sample that counts it: its pool index and its
+    /// (pool, instance type, zone) group, so a sample does no string work per node.
+    node_groups: Vec<Option<(u32, u32)>>,
+    /// The groups' ids, and their keys by id.
+    groups: BTreeMap<(String, String, String), u32>,
+    group_keys: Vec<(String, String, String)>,
 }
 
 fn tier_index(t: Tier) -> usize {
@@ -198,6 +204,9 @@ impl Metrics {
             static_price: None,
             pending_by_pool: Vec::new(),
             used_by_pool: Vec::new(),
+            node_groups: Vec::new(),
+            groups: BTreeMap::new(),
+            group_keys: Vec::new(),
             pools_ready: false,
         }
     }
@@ -635,8 +644,11 @@ pub(crate) fn sample(e: &mut Engine<'_>) {
         running_tasks: 0,
         cost_usd,
     };
-    let mut per: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
+    let mut per: Vec<u64> = vec![0; e.metrics.group_keys.len()];
     let mut pools = vec![PoolFigures::default(); e.metrics.pool_names.len()];
+    if e.metrics.node_groups.len() < view.len() {
+        e.metrics.node_groups.resize(view.len(), None);
+    }
     for n in 0..view.len() {
         let id = NodeId(n as u32);
         if !view.is_schedulable(id) {
@@ -647,8 +659,23 @@ pub(crate) fn sample(e: &mut Engine<'_>) {
         let devs = view.gpu_free(id);
         let cap = devs.len() as u64 * 1000;
         let gfree: u64 = devs.iter().map(|&f| u64::from(f)).sum();
-        let a = &spec.attributes;
-        let pi = e.metrics.pool_index(pool_label(&a.pool)) as usize;
+        let (pi, group) = match e.metrics.node_groups[n] {
+            Some(g) => g,
+            None => {
+                let m = &mut e.metrics;
+                let a = &spec.attributes;
+                let pi = m.pool_index(pool_label(&a.pool));
+                let key = (a.pool.clone(), a.instance_type.clone(), a.zone.clone());
+                let next = m.group_keys.len() as u32;
+                let group = *m.groups.entry(key.clone()).or_insert(next);
+                if group == next {
+                    m.group_keys.push(key);
+                }
+                m.node_groups[n] = Some((pi, group));
+                (pi, group)
+            }
+        };
+        let pi = pi as usize;
         if pi >= pools.len() {
             pools.resize(pi + 1, PoolFigures::default());
         }
@@ -664,7 +691,11 @@ pub(crate) fn sample(e: &mut Engine<'_>) {
             p.gpu_idle_on_partial_nodes_milli += gfree;
         }
         p.running_tasks += u64::from(view.task_count(id));
-        *per.entry((&a.pool, &a.instance_type, &a.zone)).or_insert(0) += 1;
+        let g = group as usize;
+        if g >= per.len() {
+            per.resize(g + 1, 0);
+        }
+        per[g] += 1;
     }
     // Started tasks by their node's pool (nodes out of service too, as `used` counts them);
     // pending tasks by their job's pool. Sums of integers: the map's order does not matter.
@@ -692,10 +723,14 @@ pub(crate) fn sample(e: &mut Engine<'_>) {
         s.gpu_idle_on_partial_nodes_milli += p.gpu_idle_on_partial_nodes_milli;
         s.running_tasks += p.running_tasks;
     }
-    for ((pool, it, zone), c) in per {
-        e.metrics
-            .nodes_series
-            .push((s.t_ms, pool.into(), it.into(), zone.into(), c));
+    // Groups with nodes, in key order.
+    let m = &mut e.metrics;
+    for &g in m.groups.values() {
+        let c = per.get(g as usize).copied().unwrap_or(0);
+        if c > 0 {
+            let (pool, it, zone) = m.group_keys[g as usize].clone();
+            m.nodes_series.push((s.t_ms, pool, it, zone, c));
+        }
     }
     e.metrics.pools_series.push((s.t_ms, pools));
     e.metrics.series.push(s);
