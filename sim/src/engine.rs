@@ -5,6 +5,7 @@
 //! ([`crate::report::SimReport::event_log_hash`]) is the FNV-1a hash of every (time, event kind,
 //! ids) delivered to the controller.
 
+use crate::fxhash::FxHashMap;
 use crate::metrics::Metrics;
 use crate::report::SimReport;
 use crate::scenario::Scenario;
@@ -22,7 +23,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp, LogNormal};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::io::Write;
 use std::path::Path;
 
@@ -68,6 +69,64 @@ impl PartialOrd for Queued {
 impl Ord for Queued {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
         (self.at_ms, self.seq).cmp(&(o.at_ms, o.seq))
+    }
+}
+
+/// The event queue: a heap of the events the run creates, and the trace's arrivals as a
+/// sorted stream beside it (they are known up front: the heap stays as small as what is in
+/// flight). Pops in (time, sequence) order across both, exactly as one heap would.
+#[derive(Default)]
+struct EventQueue {
+    heap: BinaryHeap<Reverse<Queued>>,
+    /// Arrivals in (time, sequence) order; `next` is the first not yet popped.
+    arrivals: Vec<Queued>,
+    next: usize,
+}
+
+impl EventQueue {
+    fn push(&mut self, q: Queued) {
+        self.heap.push(Reverse(q));
+    }
+
+    /// Sets the arrival stream (any order; sorted here).
+    fn set_arrivals(&mut self, mut arrivals: Vec<Queued>) {
+        arrivals.sort_unstable();
+        self.arrivals = arrivals;
+        self.next = 0;
+    }
+
+    /// Whether the next event is the next arrival (else the heap's top).
+    fn arrival_first(&self) -> Option<bool> {
+        match (self.arrivals.get(self.next), self.heap.peek()) {
+            (None, None) => None,
+            (Some(_), None) => Some(true),
+            (None, Some(_)) => Some(false),
+            (Some(a), Some(Reverse(h))) => Some(a < h),
+        }
+    }
+
+    fn peek(&self) -> Option<&Queued> {
+        match self.arrival_first()? {
+            true => self.arrivals.get(self.next),
+            false => self.heap.peek().map(|Reverse(q)| q),
+        }
+    }
+
+    fn pop(&mut self) -> Option<Queued> {
+        match self.arrival_first()? {
+            true => {
+                let i = self.next;
+                self.next += 1;
+                // Leave a cheap placeholder: the arrival's event moves out.
+                let q = &mut self.arrivals[i];
+                Some(Queued {
+                    at_ms: q.at_ms,
+                    seq: q.seq,
+                    event: std::mem::replace(&mut q.event, SimEvent::Sample),
+                })
+            }
+            false => self.heap.pop().map(|Reverse(q)| q),
+        }
     }
 }
 
@@ -167,18 +226,18 @@ pub(crate) struct Engine<'a> {
     pub s: &'a Scenario,
     pub ctrl: Controller,
     pub rng: ChaCha8Rng,
-    heap: BinaryHeap<Reverse<Queued>>,
+    queue: EventQueue,
     seq: u64,
     pub now_ms: u64,
     pub jobs: Vec<SimJob>,
     /// By job id (dense: `jobs[i].id == JobId(i)` after preparation renumbering).
-    job_index: HashMap<JobId, usize>,
+    job_index: FxHashMap<JobId, usize>,
     service_end_set: Vec<bool>,
     pub nodes: Vec<SimNode>,
-    pub instances: HashMap<String, SimInstance>,
+    pub instances: FxHashMap<String, SimInstance>,
     /// Instances in creation order (for deterministic iteration).
     pub instance_order: Vec<String>,
-    pub tasks: HashMap<TaskId, SimTask>,
+    pub tasks: FxHashMap<TaskId, SimTask>,
     next_instance: u64,
     last_wake_ms: Option<u64>,
     pub hash: Fnv64,
@@ -190,11 +249,11 @@ pub(crate) struct Engine<'a> {
 impl<'a> Engine<'a> {
     fn push(&mut self, at_ms: u64, event: SimEvent) {
         self.seq += 1;
-        self.heap.push(Reverse(Queued {
+        self.queue.push(Queued {
             at_ms,
             seq: self.seq,
             event,
-        }));
+        });
     }
 
     fn deliver_at(&mut self, at_ms: u64, e: Event) {
@@ -246,11 +305,13 @@ impl<'a> Engine<'a> {
 
     /// Delivers the controller events of one instant together (one scheduling pass for all)
     /// and carries out the commands.
-    fn step_batch(&mut self, events: Vec<Event>) {
-        for e in &events {
+    /// Steps the controller with the events of `events` (emptied; its capacity is kept for
+    /// the next instant).
+    fn step_batch(&mut self, events: &mut Vec<Event>) {
+        for e in events.iter() {
             self.note(e);
         }
-        let cmds = self.ctrl.step_batch(self.now_ms, events);
+        let cmds = self.ctrl.step_batch(self.now_ms, events.drain(..));
         for c in cmds {
             self.command(c);
         }
@@ -626,7 +687,7 @@ pub fn run(
         }
         _ => None,
     };
-    let job_index: HashMap<JobId, usize> = prepared
+    let job_index: FxHashMap<JobId, usize> = prepared
         .jobs
         .iter()
         .enumerate()
@@ -642,16 +703,16 @@ pub fn run(
         s,
         ctrl,
         rng: ChaCha8Rng::seed_from_u64(s.seed),
-        heap: BinaryHeap::new(),
+        queue: EventQueue::default(),
         seq: 0,
         now_ms: 0,
         jobs: prepared.jobs,
         job_index,
         service_end_set: vec![false; n_jobs],
         nodes: Vec::new(),
-        instances: HashMap::new(),
+        instances: FxHashMap::default(),
         instance_order: Vec::new(),
-        tasks: HashMap::new(),
+        tasks: FxHashMap::default(),
         next_instance: 0,
         last_wake_ms: None,
         hash: Fnv64::default(),
@@ -674,18 +735,26 @@ pub fn run(
     for f in s.faults.node_loss_at.clone() {
         e.push(f.at_ms, SimEvent::NodeLoss(NodeId(f.node)));
     }
+    let mut arrivals = Vec::with_capacity(n_jobs);
     for i in 0..n_jobs {
         let at = e.jobs[i].submit_ms;
         if at < s.horizon_ms {
-            e.push(at, SimEvent::Arrival(i));
+            e.seq += 1;
+            arrivals.push(Queued {
+                at_ms: at,
+                seq: e.seq,
+                event: SimEvent::Arrival(i),
+            });
         }
     }
+    e.queue.set_arrivals(arrivals);
     crate::metrics::init_pools(&mut e);
     e.push(0, SimEvent::Sample);
     e.step(Event::Tick);
     let progress_every = 1u64 << 16;
     let mut progress_at = progress_every;
-    while let Some(Reverse(q)) = e.heap.pop() {
+    let mut batch: Vec<Event> = Vec::with_capacity(64);
+    while let Some(q) = e.queue.pop() {
         if q.at_ms > s.horizon_ms {
             break;
         }
@@ -694,20 +763,20 @@ pub fn run(
             Ok(first) => {
                 // Every controller event queued for this instant, in queue order, goes in one
                 // step: the controller schedules once for all of them.
-                let mut batch = vec![first];
-                while let Some(Reverse(next)) = e.heap.peek() {
+                batch.push(first);
+                while let Some(next) = e.queue.peek() {
                     if next.at_ms != q.at_ms
                         || !matches!(next.event, SimEvent::Deliver(_) | SimEvent::Arrival(_))
                     {
                         break;
                     }
-                    let Reverse(next) = e.heap.pop().expect("peeked");
+                    let next = e.queue.pop().expect("peeked");
                     batch.push(e.controller_event(next.event).expect("matched above"));
                 }
                 if batch.len() == 1 {
                     e.step(batch.pop().expect("one"));
                 } else {
-                    e.step_batch(batch);
+                    e.step_batch(&mut batch);
                 }
                 None
             }

@@ -17,6 +17,7 @@
 //! [`report`], [`tables`] (column types, CSV reading, Parquet), [`html`].
 
 mod engine;
+mod fxhash;
 pub mod gate;
 pub mod html;
 pub mod metrics;

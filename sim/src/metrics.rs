@@ -16,6 +16,7 @@
 //! under [`NO_POOL`]. So every figure of a sample is the sum of its pools' figures.
 
 use crate::engine::{Engine, SimTask};
+use crate::fxhash::FxHashMap;
 use crate::report::{SimReport, TierFigures};
 use crate::scenario::Scenario;
 use crate::workload::SimJob;
@@ -27,7 +28,7 @@ use berth_solver::{
     Constraint, Constraints, JobId, JobSpec, NodeAttributes, NodeId, NodeSpec, TaskId, TaskReason,
     TaskState, Tier,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 
 /// The bound of bounded slowdown.
@@ -128,7 +129,7 @@ pub struct Metrics {
     pub faults: FaultCounts,
     pub unplaced_reports: u64,
     pub instances_requested: u64,
-    live: HashMap<TaskId, Live>,
+    live: FxHashMap<TaskId, Live>,
     /// Wait of first attempts, per tier.
     waits_ms: [Vec<u64>; 2],
     /// Sum and count of slowdowns: tasks that finished normally and ran more than 0 ms.
@@ -187,7 +188,7 @@ impl Metrics {
             faults: FaultCounts::default(),
             unplaced_reports: 0,
             instances_requested: 0,
-            live: HashMap::new(),
+            live: FxHashMap::default(),
             waits_ms: [Vec::new(), Vec::new()],
             slowdown_sum: 0.0,
             slowdown_n: 0,
@@ -218,7 +219,7 @@ impl Metrics {
         t: Option<&SimTask>,
         node_pool: Option<&str>,
         jobs: &[SimJob],
-        index: &HashMap<JobId, usize>,
+        index: &FxHashMap<JobId, usize>,
     ) {
         match r.state {
             TaskState::Accepted => {
@@ -303,7 +304,7 @@ impl Metrics {
         r: &TaskRecord,
         t: Option<&SimTask>,
         jobs: &[SimJob],
-        index: &HashMap<JobId, usize>,
+        index: &FxHashMap<JobId, usize>,
     ) {
         let reason = r.reason.unwrap_or(TaskReason::Normal);
         *self.reasons.entry(reason_name(reason)).or_insert(0) += 1;
@@ -956,7 +957,7 @@ mod tests {
             requested_ms: None,
             outcome: berth_traces::TraceOutcome::Completed,
         }];
-        let index: HashMap<JobId, usize> = [(JobId(0), 0)].into_iter().collect();
+        let index: FxHashMap<JobId, usize> = [(JobId(0), 0)].into_iter().collect();
         let mut m = Metrics::new(None, 1000);
         for t in 0..3 {
             m.task_record(

@@ -436,3 +436,49 @@ proptest! {
         prop_assert_eq!(&plan_a, &plan_b);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// A projection for one job (EASY's shadow view) releasing the view's tasks holds what a
+    /// clone releasing them holds: every node's free capacity, devices, task count and
+    /// exclusive holder, the free sums, and the job's placement; any job's assignment is
+    /// judged as on the clone. A task placed on the projection itself is tracked there:
+    /// releasing it as untracked is an error.
+    #[test]
+    fn a_projection_releases_as_a_clone_does(
+        nodes in templated_nodes(),
+        jobs in prop::collection::vec(job_strategy(), 1..=6),
+        policy in policy_strategy(),
+        keep in 0u64..6,
+    ) {
+        let spec = ClusterSpec::from_nodes(nodes);
+        let reqs = requests(&jobs);
+        let mut view = ClusterView::new(&spec);
+        let plan = place(&mut view, &reqs, &policy, &mut policy.rng()).unwrap();
+        let job = JobId(keep);
+        let mut clone = view.clone();
+        let mut proj = view.projection(job);
+        for a in plan.assignments.iter().step_by(2) {
+            clone.release(a).unwrap();
+            proj.release_untracked(a).unwrap();
+        }
+        for n in 0..spec.len() {
+            let id = NodeId(n as u32);
+            prop_assert_eq!(proj.free(id), clone.free(id));
+            prop_assert_eq!(proj.gpu_free(id), clone.gpu_free(id));
+            prop_assert_eq!(proj.task_count(id), clone.task_count(id));
+            prop_assert_eq!(proj.exclusive_holder(id), clone.exclusive_holder(id));
+        }
+        prop_assert_eq!(proj.free_schedulable(), clone.free_schedulable());
+        prop_assert_eq!(proj.job(job), clone.job(job));
+        // The plan's first assignment was released above; any job's assignment placed on
+        // the projection (EASY applies a backfilled job's there) is judged as on the clone.
+        if let Some(a) = plan.assignments.first() {
+            prop_assert_eq!(proj.check(a).is_ok(), clone.check(a).is_ok());
+            proj.try_apply(a).unwrap();
+            prop_assert!(proj.release_untracked(a).is_err());
+            proj.release(a).unwrap();
+        }
+    }
+}

@@ -458,8 +458,10 @@ impl Controller {
                 g + u64::from(q.shape.gpu.total_milli()),
             )
         });
-        // The view's free sums rule the head out in O(1) until enough has been released.
-        let mut v = self.view.clone();
+        // The view's free sums rule the head out in O(1) until enough has been released. The
+        // shadow view is a projection: node state and the head's placement, not every placed
+        // task's record.
+        let mut v = self.view.projection(head);
         let (need, need_gpu) = head_need;
         let mut shadow_ms = None;
         if v.may_hold(&need, need_gpu)
@@ -467,15 +469,17 @@ impl Controller {
         {
             shadow_ms = Some(now_ms);
         } else {
-            let ends: Vec<(u64, TaskId)> = self.ends.iter().copied().collect();
-            let mut i = 0;
-            while i < ends.len() {
-                let t = ends[i].0;
+            // Expected ends in time order, walked only as far as the shadow time.
+            let mut ends = self.ends.iter().copied().peekable();
+            while let Some(&(t, _)) = ends.peek() {
                 // Release every task expected to end at `t`.
-                while i < ends.len() && ends[i].0 == t {
-                    v.release_task(ends[i].1)
+                while let Some((_, task)) = ends.next_if(|&(e, _)| e == t) {
+                    let a = self
+                        .view
+                        .assignment(task)
                         .expect("an estimated task is placed");
-                    i += 1;
+                    v.release_untracked(a)
+                        .expect("the projection holds what the view holds");
                 }
                 if v.may_hold(&need, need_gpu)
                     && fits(&mut self.scratch_placer, &mut v, &head_reqs, &mut self.rng)
