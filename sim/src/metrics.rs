@@ -170,11 +170,8 @@ fn tier_index(t: Tier) -> usize {
     }
 }
 
-fn reason_name(r: TaskReason) -> String {
-    serde_json::to_value(r)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+fn reason_name(r: TaskReason) -> &'static str {
+    r.name()
 }
 
 impl Metrics {
@@ -307,7 +304,12 @@ impl Metrics {
         index: &FxHashMap<JobId, usize>,
     ) {
         let reason = r.reason.unwrap_or(TaskReason::Normal);
-        *self.reasons.entry(reason_name(reason)).or_insert(0) += 1;
+        match self.reasons.get_mut(reason_name(reason)) {
+            Some(c) => *c += 1,
+            None => {
+                self.reasons.insert(reason_name(reason).to_string(), 1);
+            }
+        }
         let live = self.live.remove(&r.task);
         if let Some(l) = &live {
             self.uncount(l, t);

@@ -320,3 +320,46 @@ pub enum TaskReason {
     /// No node can take it (with the placement reasons recorded alongside).
     Unschedulable,
 }
+
+impl TaskReason {
+    pub const ALL: [TaskReason; 10] = [
+        TaskReason::Normal,
+        TaskReason::Failed,
+        TaskReason::OomKilled,
+        TaskReason::RuntimeLimitExceeded,
+        TaskReason::Killed,
+        TaskReason::ScaledDown,
+        TaskReason::Lost,
+        TaskReason::LaunchFailed,
+        TaskReason::TimedOut,
+        TaskReason::Unschedulable,
+    ];
+
+    /// The name serde writes (`"oom_killed"`), without serialising.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskReason::Normal => "normal",
+            TaskReason::Failed => "failed",
+            TaskReason::OomKilled => "oom_killed",
+            TaskReason::RuntimeLimitExceeded => "runtime_limit_exceeded",
+            TaskReason::Killed => "killed",
+            TaskReason::ScaledDown => "scaled_down",
+            TaskReason::Lost => "lost",
+            TaskReason::LaunchFailed => "launch_failed",
+            TaskReason::TimedOut => "timed_out",
+            TaskReason::Unschedulable => "unschedulable",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_names_are_the_serialised_names() {
+        for r in TaskReason::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.name(), "{r:?}");
+        }
+    }
+}

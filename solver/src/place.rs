@@ -569,6 +569,11 @@ impl Placer {
         self
     }
 
+    /// Whether the policy restricts `tier` to some pools.
+    pub fn restricts_tier(&self, tier: Tier) -> bool {
+        !self.pools[tier as usize].is_empty()
+    }
+
     /// Whether decisions use the node index (policies that draw no random numbers).
     pub fn is_indexed(&self) -> bool {
         self.classes.is_some()

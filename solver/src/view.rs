@@ -120,6 +120,8 @@ pub struct ClusterView {
     /// the few nodes one decision changed instead of rescanning every node.
     recent: [(u64, u32); RECENT_CHANGES],
     recent_written: usize,
+    /// Nodes some job holds exclusively.
+    exclusive_nodes: u32,
 }
 
 /// Node changes the view remembers ([`ClusterView::changed_since`]).
@@ -170,6 +172,7 @@ impl ClusterView {
             last_version: 0,
             recent: [(0, 0); RECENT_CHANGES],
             recent_written: 0,
+            exclusive_nodes: 0,
         };
         view.zones = spec.zones();
         let mut models: Vec<GpuModel> = spec
@@ -499,6 +502,12 @@ impl ClusterView {
         total
     }
 
+    /// The number of nodes some job holds exclusively ([`ClusterView::tasks_that_fit`] is
+    /// exact for unconstrained identical tasks only when it is 0).
+    pub fn exclusive_nodes(&self) -> u32 {
+        self.exclusive_nodes
+    }
+
     /// False when `need` (with `gpu_milli` GPU) exceeds [`ClusterView::free_schedulable`] on
     /// some dimension: then no placement of it exists. True says nothing either way.
     pub fn may_hold(&self, need: &Resources, gpu_milli: u64) -> bool {
@@ -632,7 +641,10 @@ impl ClusterView {
         if a.exclusive {
             match &mut st.exclusive {
                 Some((_, c)) => *c += 1,
-                None => st.exclusive = Some((a.job, 1)),
+                None => {
+                    st.exclusive = Some((a.job, 1));
+                    self.exclusive_nodes += 1;
+                }
             }
         }
         if let Some(demand) = gpu_demand_of(a) {
@@ -715,6 +727,7 @@ impl ClusterView {
             last_version: self.last_version,
             recent: self.recent,
             recent_written: self.recent_written,
+            exclusive_nodes: self.exclusive_nodes,
         }
     }
 
@@ -758,6 +771,7 @@ impl ClusterView {
                 *c -= 1;
                 if *c == 0 {
                     st.exclusive = None;
+                    self.exclusive_nodes -= 1;
                 }
             }
         }

@@ -37,6 +37,9 @@ pub(crate) struct Reservation {
     pub view: ClusterView,
     /// What the head's pending tasks need together (resources, milli-GPU).
     pub head_need: (Resources, u64),
+    /// The head's pending tasks as requests (a job's tasks share one shape and constraints,
+    /// so while their count is the same the answers of a fit test on them are too).
+    pub head_reqs: Vec<TaskRequest>,
     pub epoch: u64,
     pub nodes_version: u64,
 }
@@ -409,16 +412,21 @@ impl Controller {
                     .try_apply(a)
                     .expect("the shadow view has at least the free capacity of now");
             }
-            let head_reqs: Vec<TaskRequest> = self.jobs[&head]
-                .pending
-                .iter()
-                .map(|&s| self.request(head, s))
-                .collect();
+            let pending = self.jobs[&head].pending.len();
+            if res.head_reqs.len() != pending {
+                let reqs: Vec<TaskRequest> = self.jobs[&head]
+                    .pending
+                    .iter()
+                    .map(|&s| self.request(head, s))
+                    .collect();
+                let res = self.reservation.as_mut().expect("reservation computed");
+                res.head_reqs = reqs;
+            }
             let res = self.reservation.as_mut().expect("reservation computed");
             let fits = fits(
                 &mut self.scratch_placer,
                 &mut res.view,
-                &head_reqs,
+                &res.head_reqs,
                 &mut self.rng,
             );
             if !fits {
@@ -494,6 +502,7 @@ impl Controller {
             shadow_ms,
             view: v,
             head_need,
+            head_reqs,
             epoch: self.epoch,
             nodes_version: self.nodes_version,
         });
@@ -644,13 +653,30 @@ fn fits<R: rand::Rng + ?Sized>(
     // Identical tasks (a gang, a job's pending tasks): more than the nodes could take one by one
     // do not fit together.
     let n = reqs.len() as u64;
-    if reqs.iter().all(|r| r.shape == reqs[0].shape) && view.tasks_that_fit(&reqs[0].shape, n) < n {
+    let identical = reqs.iter().all(|r| r.shape == reqs[0].shape);
+    if identical && view.tasks_that_fit(&reqs[0].shape, n) < n {
         return false;
+    }
+    // Identical tasks without constraints, GPU-model choice or pool restriction, on a view no
+    // job holds a node of exclusively: each node takes its count alone and first fit fills
+    // them, so the count is the answer (and the search draws no random numbers).
+    let unconstrained = identical
+        && reqs[0].shape.gpu_models.is_empty()
+        && view.exclusive_nodes() == 0
+        && reqs
+            .iter()
+            .all(|r| r.constraints.is_empty() && !placer.restricts_tier(r.tier));
+    if unconstrained && !cfg!(debug_assertions) {
+        return true;
     }
     let plan = placer.place(view, reqs, rng);
     for a in plan.assignments.iter().rev() {
         view.release(a).expect("releasing a trial placement");
     }
+    debug_assert!(
+        !unconstrained || plan.is_complete(),
+        "identical unconstrained tasks that fit by count were not all placed"
+    );
     plan.is_complete()
 }
 
@@ -676,6 +702,9 @@ pub(crate) fn scratch_placer(policy: &crate::place::Policy) -> Placer {
         scorer: ScorerKind::FirstFit,
         weight: 1.0,
     }];
+    // First fit's scores never tie: tie scorers would never be asked (and would keep the scan
+    // from stopping at the first node that fits).
+    p.tie_scorers.clear();
     Placer::new(p)
         .expect("first fit is a valid policy")
         .without_index()
