@@ -453,18 +453,67 @@ struct Selection {
     ties: u32,
 }
 
-/// Counts of refusals per reason during one decision (the attribute reasons carry a key).
+/// Counts of refusals per reason during one decision: an array slot per reason without a
+/// payload (a failed scan counts once per node, so no map operation per node), a map for the
+/// attribute reasons, which carry a key.
 #[derive(Default)]
 struct Refusals {
-    counts: BTreeMap<FilterReason, u32>,
+    plain: [u32; PLAIN_REASONS.len()],
+    keyed: BTreeMap<FilterReason, u32>,
 }
+
+/// The reasons without a payload, in [`Refusals::plain`] order.
+const PLAIN_REASONS: [FilterReason; 14] = [
+    FilterReason::NodeUnschedulable,
+    FilterReason::TierPoolIneligible,
+    FilterReason::ExclusiveHost,
+    FilterReason::UniqueHost,
+    FilterReason::ZoneBalance,
+    FilterReason::InsufficientCpu,
+    FilterReason::InsufficientMemory,
+    FilterReason::InsufficientDisk,
+    FilterReason::InsufficientNetwork,
+    FilterReason::GpuModelMismatch,
+    FilterReason::InsufficientGpu,
+    FilterReason::NoGpuDeviceWithShare,
+    FilterReason::GangUnplaceable,
+    FilterReason::NoNodes,
+];
 
 impl Refusals {
     fn add_n(&mut self, r: FilterReason, n: u32) {
-        *self.counts.entry(r).or_insert(0) += n;
+        let slot = match r {
+            FilterReason::NodeUnschedulable => 0,
+            FilterReason::TierPoolIneligible => 1,
+            FilterReason::ExclusiveHost => 2,
+            FilterReason::UniqueHost => 3,
+            FilterReason::ZoneBalance => 4,
+            FilterReason::InsufficientCpu => 5,
+            FilterReason::InsufficientMemory => 6,
+            FilterReason::InsufficientDisk => 7,
+            FilterReason::InsufficientNetwork => 8,
+            FilterReason::GpuModelMismatch => 9,
+            FilterReason::InsufficientGpu => 10,
+            FilterReason::NoGpuDeviceWithShare => 11,
+            FilterReason::GangUnplaceable => 12,
+            FilterReason::NoNodes => 13,
+            keyed @ FilterReason::AttributeMismatch { .. } => {
+                *self.keyed.entry(keyed).or_insert(0) += n;
+                return;
+            }
+        };
+        debug_assert_eq!(PLAIN_REASONS[slot], r);
+        self.plain[slot] += n;
     }
+
     fn into_counts(self) -> ReasonCounts {
-        ReasonCounts(self.counts)
+        let mut counts = self.keyed;
+        for (r, &n) in PLAIN_REASONS.iter().zip(&self.plain) {
+            if n > 0 {
+                counts.insert(r.clone(), n);
+            }
+        }
+        ReasonCounts(counts)
     }
 }
 
