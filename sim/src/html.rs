@@ -86,19 +86,7 @@ impl RunData {
             };
             d.series.push(Sample {
                 t_ms: u(0)?,
-                nodes: u(1)?,
-                cpu_capacity_milli: u(2)?,
-                cpu_alloc_milli: u(3)?,
-                cpu_used_milli: u(4)?,
-                mem_capacity_mib: u(5)?,
-                mem_alloc_mib: u(6)?,
-                mem_used_mib: u(7)?,
-                gpu_capacity_milli: u(8)?,
-                gpu_alloc_milli: u(9)?,
-                gpu_used_milli: u(10)?,
-                gpu_idle_on_partial_nodes_milli: u(11)?,
-                pending_tasks: u(12)?,
-                running_tasks: u(13)?,
+                figures: PoolFigures::from_values(array_of(|i| u(1 + i))?),
                 cost_usd: r
                     .get(14)
                     .and_then(|v| v.parse().ok())
@@ -137,21 +125,7 @@ impl RunData {
             d.pools.push(PoolRow {
                 t_ms: u(0)?,
                 pool: r.get(cols[1]).cloned().unwrap_or_default(),
-                figures: PoolFigures {
-                    nodes: u(2)?,
-                    cpu_capacity_milli: u(3)?,
-                    cpu_alloc_milli: u(4)?,
-                    cpu_used_milli: u(5)?,
-                    mem_capacity_mib: u(6)?,
-                    mem_alloc_mib: u(7)?,
-                    mem_used_mib: u(8)?,
-                    gpu_capacity_milli: u(9)?,
-                    gpu_alloc_milli: u(10)?,
-                    gpu_used_milli: u(11)?,
-                    gpu_idle_on_partial_nodes_milli: u(12)?,
-                    pending_tasks: u(13)?,
-                    running_tasks: u(14)?,
-                },
+                figures: PoolFigures::from_values(array_of(|i| u(2 + i))?),
             });
         }
         let p = dir.join("tasks.csv");
@@ -444,21 +418,21 @@ pub fn render(report: &SimReport, d: &RunData) -> String {
     for (res, cap, alloc, used) in [
         (
             "CPU",
-            (|s: &Sample| s.cpu_capacity_milli) as fn(&Sample) -> u64,
-            (|s: &Sample| s.cpu_alloc_milli) as fn(&Sample) -> u64,
-            (|s: &Sample| s.cpu_used_milli) as fn(&Sample) -> u64,
+            (|s: &Sample| s.figures.cpu_capacity_milli) as fn(&Sample) -> u64,
+            (|s: &Sample| s.figures.cpu_alloc_milli) as fn(&Sample) -> u64,
+            (|s: &Sample| s.figures.cpu_used_milli) as fn(&Sample) -> u64,
         ),
         (
             "memory",
-            |s: &Sample| s.mem_capacity_mib,
-            |s: &Sample| s.mem_alloc_mib,
-            |s: &Sample| s.mem_used_mib,
+            |s: &Sample| s.figures.mem_capacity_mib,
+            |s: &Sample| s.figures.mem_alloc_mib,
+            |s: &Sample| s.figures.mem_used_mib,
         ),
         (
             "GPU",
-            |s: &Sample| s.gpu_capacity_milli,
-            |s: &Sample| s.gpu_alloc_milli,
-            |s: &Sample| s.gpu_used_milli,
+            |s: &Sample| s.figures.gpu_capacity_milli,
+            |s: &Sample| s.figures.gpu_alloc_milli,
+            |s: &Sample| s.figures.gpu_used_milli,
         ),
     ] {
         h.push_str(&line_chart(
@@ -528,8 +502,8 @@ pub fn render(report: &SimReport, d: &RunData) -> String {
         x,
         "tasks",
         &[
-            series_line("pending", s, |v| v.pending_tasks as f64),
-            series_line("running", s, |v| v.running_tasks as f64),
+            series_line("pending", s, |v| v.figures.pending_tasks as f64),
+            series_line("running", s, |v| v.figures.running_tasks as f64),
         ],
         None,
     ));
@@ -554,10 +528,13 @@ pub fn render(report: &SimReport, d: &RunData) -> String {
         "GPUs",
         &[
             series_line("idle on partly allocated nodes", s, |v| {
-                v.gpu_idle_on_partial_nodes_milli as f64 / 1000.0
+                v.figures.gpu_idle_on_partial_nodes_milli as f64 / 1000.0
             }),
             series_line("free (all)", s, |v| {
-                (v.gpu_capacity_milli - v.gpu_alloc_milli.min(v.gpu_capacity_milli)) as f64 / 1000.0
+                (v.figures.gpu_capacity_milli
+                    - v.figures.gpu_alloc_milli.min(v.figures.gpu_capacity_milli))
+                    as f64
+                    / 1000.0
             }),
         ],
         None,
@@ -574,7 +551,7 @@ pub fn render(report: &SimReport, d: &RunData) -> String {
     // Each pool in its colour of the per-pool views; the total in grey.
     let mut node_lines = vec![Line {
         color: Some(GREY),
-        ..series_line("all", s, |v| v.nodes as f64)
+        ..series_line("all", s, |v| v.figures.nodes as f64)
     }];
     for (pool, counts) in &per_pool {
         let label = if pool.is_empty() { NO_POOL } else { pool };
@@ -625,6 +602,15 @@ pub fn render(report: &SimReport, d: &RunData) -> String {
     h
 }
 
+/// An array filled from a fallible function of the index.
+fn array_of<const N: usize, E>(mut f: impl FnMut(usize) -> Result<u64, E>) -> Result<[u64; N], E> {
+    let mut out = [0u64; N];
+    for (i, x) in out.iter_mut().enumerate() {
+        *x = f(i)?;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -632,19 +618,21 @@ mod tests {
     fn sample(t_ms: u64, pending: u64) -> Sample {
         Sample {
             t_ms,
-            nodes: 2,
-            cpu_capacity_milli: 4000,
-            cpu_alloc_milli: 2000,
-            cpu_used_milli: 1000,
-            mem_capacity_mib: 100,
-            mem_alloc_mib: 50,
-            mem_used_mib: 25,
-            gpu_capacity_milli: 2000,
-            gpu_alloc_milli: 500,
-            gpu_used_milli: 500,
-            gpu_idle_on_partial_nodes_milli: 500,
-            pending_tasks: pending,
-            running_tasks: 3,
+            figures: PoolFigures {
+                nodes: 2,
+                cpu_capacity_milli: 4000,
+                cpu_alloc_milli: 2000,
+                cpu_used_milli: 1000,
+                mem_capacity_mib: 100,
+                mem_alloc_mib: 50,
+                mem_used_mib: 25,
+                gpu_capacity_milli: 2000,
+                gpu_alloc_milli: 500,
+                gpu_used_milli: 500,
+                gpu_idle_on_partial_nodes_milli: 500,
+                pending_tasks: pending,
+                running_tasks: 3,
+            },
             cost_usd: t_ms as f64 / 1e6,
         }
     }

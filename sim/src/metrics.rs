@@ -37,33 +37,20 @@ pub const SLOWDOWN_BOUND_MS: u64 = 10_000;
 pub const TASKS_CSV_HEADER: &str =
     "task,job,slot,attempt,tier,submit_ms,start_ms,end_ms,reason,wait_ms,run_ms,slowdown,bounded_slowdown\n";
 
-/// One time-series row.
+/// One time-series row: the figures of every pool summed, and the cost so far.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Sample {
     pub t_ms: u64,
-    pub nodes: u64,
-    pub cpu_capacity_milli: u64,
-    pub cpu_alloc_milli: u64,
-    pub cpu_used_milli: u64,
-    pub mem_capacity_mib: u64,
-    pub mem_alloc_mib: u64,
-    pub mem_used_mib: u64,
-    pub gpu_capacity_milli: u64,
-    pub gpu_alloc_milli: u64,
-    pub gpu_used_milli: u64,
-    /// Milli-GPU idle on nodes that have a GPU partly allocated (idle shares stranded next to
-    /// allocated ones).
-    pub gpu_idle_on_partial_nodes_milli: u64,
-    pub pending_tasks: u64,
-    pub running_tasks: u64,
+    #[serde(flatten)]
+    pub figures: PoolFigures,
     pub cost_usd: f64,
 }
 
 /// The pool name of nodes without a `pool` attribute, and of pending tasks nothing could serve.
 pub const NO_POOL: &str = "(none)";
 
-/// One pool's share of a sample (a row of `pools.csv` with its time and pool name). Each field
-/// summed over the pools of a sample is the [`Sample`] field of the same name.
+/// One pool's share of a sample (a row of `pools.csv` with its time and pool name); summed
+/// over the pools of a sample, the sample's figures (a row of `series.csv`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PoolFigures {
     pub nodes: u64,
@@ -79,6 +66,75 @@ pub struct PoolFigures {
     pub gpu_idle_on_partial_nodes_milli: u64,
     pub pending_tasks: u64,
     pub running_tasks: u64,
+}
+
+impl PoolFigures {
+    /// The fields' names, in order: the columns of `series.csv` and `pools.csv` they fill.
+    pub const NAMES: [&'static str; 13] = [
+        "nodes",
+        "cpu_capacity_milli",
+        "cpu_alloc_milli",
+        "cpu_used_milli",
+        "mem_capacity_mib",
+        "mem_alloc_mib",
+        "mem_used_mib",
+        "gpu_capacity_milli",
+        "gpu_alloc_milli",
+        "gpu_used_milli",
+        "gpu_idle_on_partial_nodes_milli",
+        "pending_tasks",
+        "running_tasks",
+    ];
+
+    /// The fields in [`PoolFigures::NAMES`] order.
+    pub fn values(&self) -> [u64; 13] {
+        [
+            self.nodes,
+            self.cpu_capacity_milli,
+            self.cpu_alloc_milli,
+            self.cpu_used_milli,
+            self.mem_capacity_mib,
+            self.mem_alloc_mib,
+            self.mem_used_mib,
+            self.gpu_capacity_milli,
+            self.gpu_alloc_milli,
+            self.gpu_used_milli,
+            self.gpu_idle_on_partial_nodes_milli,
+            self.pending_tasks,
+            self.running_tasks,
+        ]
+    }
+
+    /// The inverse of [`PoolFigures::values`].
+    pub fn from_values(v: [u64; 13]) -> PoolFigures {
+        PoolFigures {
+            nodes: v[0],
+            cpu_capacity_milli: v[1],
+            cpu_alloc_milli: v[2],
+            cpu_used_milli: v[3],
+            mem_capacity_mib: v[4],
+            mem_alloc_mib: v[5],
+            mem_used_mib: v[6],
+            gpu_capacity_milli: v[7],
+            gpu_alloc_milli: v[8],
+            gpu_used_milli: v[9],
+            gpu_idle_on_partial_nodes_milli: v[10],
+            pending_tasks: v[11],
+            running_tasks: v[12],
+        }
+    }
+
+    /// Adds `o` field by field.
+    pub fn add(&mut self, o: &PoolFigures) {
+        let (a, b) = (self.values(), o.values());
+        *self = PoolFigures::from_values(std::array::from_fn(|i| a[i] + b[i]));
+    }
+
+    /// The comma-separated values, for a CSV row.
+    pub fn csv(&self) -> String {
+        let v = self.values().map(|x| x.to_string());
+        v.join(",")
+    }
 }
 
 /// Fault counts.
@@ -632,19 +688,7 @@ pub(crate) fn sample(e: &mut Engine<'_>) {
     let view = e.ctrl.view();
     let mut s = Sample {
         t_ms: e.now_ms,
-        nodes: 0,
-        cpu_capacity_milli: 0,
-        cpu_alloc_milli: 0,
-        cpu_used_milli: e.metrics.used[0],
-        mem_capacity_mib: 0,
-        mem_alloc_mib: 0,
-        mem_used_mib: e.metrics.used[1],
-        gpu_capacity_milli: 0,
-        gpu_alloc_milli: 0,
-        gpu_used_milli: e.metrics.used[2],
-        gpu_idle_on_partial_nodes_milli: 0,
-        pending_tasks: e.ctrl.stats().pending_tasks,
-        running_tasks: 0,
+        figures: PoolFigures::default(),
         cost_usd,
     };
     let mut per: Vec<u64> = vec![0; e.metrics.group_keys.len()];
@@ -716,16 +760,13 @@ pub(crate) fn sample(e: &mut Engine<'_>) {
         pools[i].gpu_used_milli += u[2];
     }
     for p in &pools {
-        s.nodes += p.nodes;
-        s.cpu_capacity_milli += p.cpu_capacity_milli;
-        s.cpu_alloc_milli += p.cpu_alloc_milli;
-        s.mem_capacity_mib += p.mem_capacity_mib;
-        s.mem_alloc_mib += p.mem_alloc_mib;
-        s.gpu_capacity_milli += p.gpu_capacity_milli;
-        s.gpu_alloc_milli += p.gpu_alloc_milli;
-        s.gpu_idle_on_partial_nodes_milli += p.gpu_idle_on_partial_nodes_milli;
-        s.running_tasks += p.running_tasks;
+        s.figures.add(p);
     }
+    // Used and pending from the run's own totals (every started task, every pending one).
+    s.figures.cpu_used_milli = m.used[0];
+    s.figures.mem_used_mib = m.used[1];
+    s.figures.gpu_used_milli = m.used[2];
+    s.figures.pending_tasks = e.ctrl.stats().pending_tasks;
     // Groups with nodes, in key order.
     let m = &mut e.metrics;
     for &g in m.groups.values() {
@@ -828,14 +869,18 @@ pub(crate) fn finish(e: &mut Engine<'_>, source: &str) -> Result<SimReport, SimE
         tiers,
         slowdown_mean,
         bounded_slowdown_mean,
-        cpu_alloc_mean: mean(&|s| (s.cpu_alloc_milli, s.cpu_capacity_milli)),
-        mem_alloc_mean: mean(&|s| (s.mem_alloc_mib, s.mem_capacity_mib)),
-        gpu_alloc_mean: mean(&|s| (s.gpu_alloc_milli, s.gpu_capacity_milli)),
-        cpu_used_mean: mean(&|s| (s.cpu_used_milli, s.cpu_capacity_milli)),
-        pending_tasks_max: series.iter().map(|s| s.pending_tasks).max().unwrap_or(0),
-        pending_tasks_end: series.last().map_or(0, |s| s.pending_tasks),
-        nodes_max: series.iter().map(|s| s.nodes).max().unwrap_or(0),
-        nodes_end: series.last().map_or(0, |s| s.nodes),
+        cpu_alloc_mean: mean(&|s| (s.figures.cpu_alloc_milli, s.figures.cpu_capacity_milli)),
+        mem_alloc_mean: mean(&|s| (s.figures.mem_alloc_mib, s.figures.mem_capacity_mib)),
+        gpu_alloc_mean: mean(&|s| (s.figures.gpu_alloc_milli, s.figures.gpu_capacity_milli)),
+        cpu_used_mean: mean(&|s| (s.figures.cpu_used_milli, s.figures.cpu_capacity_milli)),
+        pending_tasks_max: series
+            .iter()
+            .map(|s| s.figures.pending_tasks)
+            .max()
+            .unwrap_or(0),
+        pending_tasks_end: series.last().map_or(0, |s| s.figures.pending_tasks),
+        nodes_max: series.iter().map(|s| s.figures.nodes).max().unwrap_or(0),
+        nodes_end: series.last().map_or(0, |s| s.figures.nodes),
         instances_requested: m.instances_requested,
         cost_usd: series.last().map_or(0.0, |s| s.cost_usd),
         faults: m.faults,

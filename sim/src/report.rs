@@ -197,25 +197,7 @@ pub(crate) fn write_outputs(dir: &Path, report: &SimReport, m: &Metrics) -> Resu
         std::io::BufWriter::new(std::fs::File::create(&p).map_err(|e| SimError::io(&p, e))?);
     let mut text = String::from("t_ms,nodes,cpu_capacity_milli,cpu_alloc_milli,cpu_used_milli,mem_capacity_mib,mem_alloc_mib,mem_used_mib,gpu_capacity_milli,gpu_alloc_milli,gpu_used_milli,gpu_idle_on_partial_nodes_milli,pending_tasks,running_tasks,cost_usd\n");
     for s in &m.series {
-        let _ = writeln!(
-            text,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.6}",
-            s.t_ms,
-            s.nodes,
-            s.cpu_capacity_milli,
-            s.cpu_alloc_milli,
-            s.cpu_used_milli,
-            s.mem_capacity_mib,
-            s.mem_alloc_mib,
-            s.mem_used_mib,
-            s.gpu_capacity_milli,
-            s.gpu_alloc_milli,
-            s.gpu_used_milli,
-            s.gpu_idle_on_partial_nodes_milli,
-            s.pending_tasks,
-            s.running_tasks,
-            s.cost_usd
-        );
+        let _ = writeln!(text, "{},{},{:.6}", s.t_ms, s.figures.csv(), s.cost_usd);
     }
     w.write_all(text.as_bytes())
         .map_err(|e| SimError::io(&p, e))?;
@@ -232,23 +214,7 @@ pub(crate) fn write_outputs(dir: &Path, report: &SimReport, m: &Metrics) -> Resu
     for (t, figures) in &m.pools_series {
         for (i, pool) in m.pool_names.iter().enumerate() {
             let f = figures.get(i).unwrap_or(&none);
-            let _ = writeln!(
-                text,
-                "{t},{pool},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-                f.nodes,
-                f.cpu_capacity_milli,
-                f.cpu_alloc_milli,
-                f.cpu_used_milli,
-                f.mem_capacity_mib,
-                f.mem_alloc_mib,
-                f.mem_used_mib,
-                f.gpu_capacity_milli,
-                f.gpu_alloc_milli,
-                f.gpu_used_milli,
-                f.gpu_idle_on_partial_nodes_milli,
-                f.pending_tasks,
-                f.running_tasks
-            );
+            let _ = writeln!(text, "{t},{pool},{}", f.csv());
         }
     }
     std::fs::write(&p, text).map_err(|e| SimError::io(&p, e))?;

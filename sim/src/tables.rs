@@ -305,3 +305,21 @@ pub fn read_parquet(path: &Path) -> Result<CsvTable, SimError> {
     }
     Ok(CsvTable { header, rows })
 }
+
+#[cfg(test)]
+mod columns_tests {
+    use super::*;
+
+    #[test]
+    fn series_and_pools_columns_are_the_pool_figures() {
+        fn names(cols: &[(&'static str, ColumnKind)]) -> Vec<&'static str> {
+            cols.iter().map(|(n, _)| *n).collect()
+        }
+        let figures = crate::metrics::PoolFigures::NAMES.to_vec();
+        assert_eq!(names(&SERIES_COLUMNS[1..14]), figures);
+        assert_eq!(names(&POOLS_COLUMNS[2..]), figures);
+        let f = crate::metrics::PoolFigures::from_values(std::array::from_fn(|i| i as u64));
+        assert_eq!(f.values(), std::array::from_fn::<u64, 13, _>(|i| i as u64));
+        assert_eq!(f.csv(), "0,1,2,3,4,5,6,7,8,9,10,11,12");
+    }
+}
