@@ -152,12 +152,12 @@ pub struct FaultCounts {
 struct Live {
     accepted_ms: u64,
     started_ms: Option<u64>,
-    /// What an open task's row at the horizon needs (job, slot, attempt, tier, submission).
+    /// What an open task's row at the horizon needs (job, slot, attempt; its job gives the
+    /// tier and the submission, so one record per task stays small: a replay can hold
+    /// millions of pending tasks).
     job: JobId,
     slot: u32,
     attempt: u32,
-    tier: Option<Tier>,
-    submit_ms: Option<u64>,
     /// Set when the task was placed (`Launched`): no longer pending.
     placed: bool,
     /// The node it was placed on (driver id).
@@ -280,7 +280,6 @@ impl Metrics {
                     self.retries += 1;
                 }
                 let job_index = index.get(&r.job).copied();
-                let job = job_index.map(|i| &jobs[i]);
                 let pending_pool = match job_index.and_then(|j| self.job_pool.get(j)) {
                     Some(&i) => i,
                     None => self.pool_index(NO_POOL),
@@ -294,8 +293,6 @@ impl Metrics {
                         job: r.job,
                         slot: r.slot,
                         attempt: r.attempt,
-                        tier: job.map(|j| j.spec.tier),
-                        submit_ms: job.map(|j| j.submit_ms),
                         placed: false,
                         node: None,
                         pending_pool: Some(pending_pool),
@@ -796,7 +793,8 @@ pub(crate) fn finish(e: &mut Engine<'_>, source: &str) -> Result<SimReport, SimE
     open.sort_by_key(|(t, _)| **t);
     if let Some(w) = m.tasks_out.as_mut() {
         for (t, l) in open {
-            let submit = l.submit_ms.unwrap_or(l.accepted_ms);
+            let job = e.job_index.get(&l.job).map(|&i| &e.jobs[i]);
+            let submit = job.map_or(l.accepted_ms, |j| j.submit_ms);
             let start = l.started_ms.map_or(String::new(), |s| s.to_string());
             let wait = l
                 .started_ms
@@ -808,7 +806,7 @@ pub(crate) fn finish(e: &mut Engine<'_>, source: &str) -> Result<SimReport, SimE
                 l.job.0,
                 l.slot,
                 l.attempt,
-                l.tier.map_or("", |t| t.as_str()),
+                job.map_or("", |j| j.spec.tier.as_str()),
                 submit,
                 start,
                 wait
