@@ -98,20 +98,20 @@ impl NodeClasses {
             self.class_of.truncate(nodes);
             self.static_of.truncate(nodes);
         }
-        let incremental = self.seen.len() <= nodes;
-        let mut done = false;
-        if incremental {
-            if let Some(changed) = view.changed_since(self.synced) {
+        match view.changed_since(self.synced) {
+            // The nodes one decision (or a few) changed.
+            Some(changed) => {
                 for node in changed {
                     self.refresh(view, node.0 as usize);
                 }
-                done = true;
             }
-        }
-        if !done {
-            for n in 0..nodes {
-                if n >= self.seen.len() || self.seen[n] != view.node_version(NodeId(n as u32)) {
-                    self.refresh(view, n);
+            // A longer gap, or another view: every node's version is compared.
+            None => {
+                for n in 0..nodes {
+                    let version = view.node_version(NodeId(n as u32));
+                    if n >= self.seen.len() || self.seen[n] != version {
+                        self.refresh(view, n);
+                    }
                 }
             }
         }
