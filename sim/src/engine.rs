@@ -552,7 +552,10 @@ impl<'a> Engine<'a> {
                     );
                 }
             }
-            Command::RecordJob { job, state, .. } => self.metrics.job_record(now, job, state),
+            Command::RecordJob { job, state, .. } => {
+                let submit_ms = self.job_index.get(&job).map(|&i| self.jobs[i].submit_ms);
+                self.metrics.job_record(now, job, state, submit_ms)
+            }
             Command::RecordUnplaced { .. } => self.metrics.unplaced_reports += 1,
             Command::WakeAt { at_ms } => {
                 if self.last_wake_ms != Some(at_ms) {

@@ -6,7 +6,10 @@
 //! *utilisation* is what running (started) containers hold (the traces carry no usage figures).
 //! Wait is from the job's submission to the task's start; slowdown is response time over run
 //! time (tasks that ran 0 ms have none), bounded slowdown uses a 10 s floor on the run time
-//! (Feitelson's bound), so every task that finished normally has one.
+//! (Feitelson's bound), so every task that finished normally has one. The same figures per
+//! completed job (response from submission to the last task's end, run from the first task's
+//! start) are what the SWF literature reports: a rigid 64-processor job counts once, not 64
+//! times.
 //!
 //! Per pool: capacity, allocation and running tasks belong to the pool of the node (its `pool`
 //! attribute; nodes without one are [`NO_POOL`]). A pending task has no node yet: it counts under
@@ -194,6 +197,16 @@ pub struct Metrics {
     /// Sum and count of bounded slowdowns: every task that finished normally.
     bounded_slowdown_sum: f64,
     bounded_slowdown_n: u64,
+    /// Per job with a task started and not yet ended: its first start and last end so far.
+    job_spans: FxHashMap<JobId, (u64, u64)>,
+    /// Sums and counts of per-job slowdown and bounded slowdown, over completed jobs (a job's
+    /// response runs from its submission to its last task's end, its run from its first
+    /// task's start to that end: the figures the SWF literature reports, where a rigid job
+    /// of 64 processors is one job, not 64).
+    job_slowdown_sum: f64,
+    job_slowdown_n: u64,
+    job_bounded_slowdown_sum: f64,
+    job_bounded_slowdown_n: u64,
     pub retries: u64,
     pub tasks_started: u64,
     pub reasons: BTreeMap<String, u64>,
@@ -247,6 +260,11 @@ impl Metrics {
             slowdown_n: 0,
             bounded_slowdown_sum: 0.0,
             bounded_slowdown_n: 0,
+            job_spans: FxHashMap::default(),
+            job_slowdown_sum: 0.0,
+            job_slowdown_n: 0,
+            job_bounded_slowdown_sum: 0.0,
+            job_bounded_slowdown_n: 0,
             retries: 0,
             tasks_started: 0,
             reasons: BTreeMap::new(),
@@ -377,6 +395,11 @@ impl Metrics {
         let submit = job.map_or(live.as_ref().map_or(now, |l| l.accepted_ms), |j| {
             j.submit_ms
         });
+        if let Some(s) = started {
+            let span = self.job_spans.entry(r.job).or_insert((s, now));
+            span.0 = span.0.min(s);
+            span.1 = span.1.max(now);
+        }
         let (mut slowdown, mut bounded) = (f64::NAN, f64::NAN);
         if let (Some(s), TaskReason::Normal) = (started, reason) {
             let run = now.saturating_sub(s);
@@ -432,7 +455,36 @@ impl Metrics {
         )
     }
 
-    pub(crate) fn job_record(&mut self, now: u64, _job: JobId, state: JobState) {
+    /// (mean slowdown, mean bounded slowdown) over completed jobs: a job's response runs from
+    /// its submission to its last task's end, its run from its first task's start.
+    pub fn job_slowdown_means(&self) -> (f64, f64) {
+        let mean = |sum: f64, n: u64| if n > 0 { sum / n as f64 } else { 0.0 };
+        (
+            mean(self.job_slowdown_sum, self.job_slowdown_n),
+            mean(self.job_bounded_slowdown_sum, self.job_bounded_slowdown_n),
+        )
+    }
+
+    /// A job's final state (`submit_ms`: its submission, when the driver knows the job).
+    pub(crate) fn job_record(
+        &mut self,
+        now: u64,
+        job: JobId,
+        state: JobState,
+        submit_ms: Option<u64>,
+    ) {
+        let span = self.job_spans.remove(&job);
+        if let (JobState::Completed, Some((start, end)), Some(submit)) = (state, span, submit_ms) {
+            let run = end.saturating_sub(start);
+            let response = end.saturating_sub(submit);
+            if run > 0 {
+                self.job_slowdown_sum += response as f64 / run as f64;
+                self.job_slowdown_n += 1;
+            }
+            self.job_bounded_slowdown_sum +=
+                (response as f64 / run.max(SLOWDOWN_BOUND_MS) as f64).max(1.0);
+            self.job_bounded_slowdown_n += 1;
+        }
         let name = serde_json::to_value(state)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
@@ -833,6 +885,7 @@ pub(crate) fn finish(e: &mut Engine<'_>, source: &str) -> Result<SimReport, SimE
         );
     }
     let (slowdown_mean, bounded_slowdown_mean) = m.slowdown_means();
+    let (job_slowdown_mean, job_bounded_slowdown_mean) = m.job_slowdown_means();
     let series = &m.series;
     let mean = |f: &dyn Fn(&Sample) -> (u64, u64)| {
         let (mut a, mut b) = (0f64, 0f64);
@@ -867,6 +920,8 @@ pub(crate) fn finish(e: &mut Engine<'_>, source: &str) -> Result<SimReport, SimE
         tiers,
         slowdown_mean,
         bounded_slowdown_mean,
+        job_slowdown_mean,
+        job_bounded_slowdown_mean,
         cpu_alloc_mean: mean(&|s| (s.figures.cpu_alloc_milli, s.figures.cpu_capacity_milli)),
         mem_alloc_mean: mean(&|s| (s.figures.mem_alloc_mib, s.figures.mem_capacity_mib)),
         gpu_alloc_mean: mean(&|s| (s.figures.gpu_alloc_milli, s.figures.gpu_capacity_milli)),
@@ -1042,5 +1097,53 @@ mod tests {
         assert_eq!(slowdown, 1.0);
         assert_eq!(bounded, 1.5);
         assert_eq!(Metrics::new(None, 1000).slowdown_means(), (0.0, 0.0));
+        // Per job: the job ended killed (one task killed): not a completed job.
+        m.job_record(100_000, JobId(0), JobState::Killed, Some(0));
+        assert_eq!(m.job_slowdown_means(), (0.0, 0.0));
+    }
+
+    /// A rigid job of two tasks is one job: submitted at 0, both start at 10 s, end at 20 s
+    /// and 30 s: response 30 s over run 20 s = 1.5 (its tasks' mean would be 1.75).
+    #[test]
+    fn job_slowdown_counts_a_job_once_from_its_first_start_to_its_last_end() {
+        let jobs = vec![SimJob {
+            id: JobId(0),
+            submit_ms: 0,
+            spec: job(
+                Tier::Flex,
+                TaskShape::new(Resources::new(1000, 1, 0, 0)),
+                vec![],
+            ),
+            duration_ms: None,
+            requested_ms: None,
+            outcome: berth_traces::TraceOutcome::Completed,
+        }];
+        let index: FxHashMap<JobId, usize> = [(JobId(0), 0)].into_iter().collect();
+        let mut m = Metrics::new(None, 1000);
+        for t in 0..2 {
+            m.task_record(
+                0,
+                &record(t, TaskState::Accepted, None),
+                None,
+                None,
+                &jobs,
+                &index,
+            );
+            m.task_record(
+                10_000,
+                &record(t, TaskState::Started, None),
+                None,
+                None,
+                &jobs,
+                &index,
+            );
+        }
+        let done = |t| record(t, TaskState::Finished, Some(TaskReason::Normal));
+        m.task_finished(20_000, &done(0), None, &jobs, &index);
+        m.task_finished(30_000, &done(1), None, &jobs, &index);
+        assert_eq!(m.slowdown_means().0, (2.0 + 1.5) / 2.0);
+        m.job_record(30_000, JobId(0), JobState::Completed, Some(0));
+        assert_eq!(m.job_slowdown_means(), (1.5, 1.5));
+        assert!(m.job_spans.is_empty());
     }
 }
