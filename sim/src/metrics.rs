@@ -1045,50 +1045,17 @@ mod tests {
 
     #[test]
     fn slowdown_means_cover_the_tasks_each_is_defined_for() {
-        let jobs = vec![SimJob {
-            id: JobId(0),
-            submit_ms: 0,
-            spec: job(
-                Tier::Flex,
-                TaskShape::new(Resources::new(1000, 1, 0, 0)),
-                vec![],
-            ),
-            duration_ms: None,
-            requested_ms: None,
-            outcome: berth_traces::TraceOutcome::Completed,
-        }];
-        let index: FxHashMap<JobId, usize> = [(JobId(0), 0)].into_iter().collect();
+        let (jobs, index) = one_job();
         let mut m = Metrics::new(None, 1000);
         for t in 0..3 {
-            m.task_record(
-                0,
-                &record(t, TaskState::Accepted, None),
-                None,
-                None,
-                &jobs,
-                &index,
-            );
+            record_state(&mut m, 0, t, TaskState::Accepted, &jobs, &index);
         }
         // Task 0 waits 20 s and runs 0 ms: no slowdown, bounded slowdown 20 s / 10 s = 2.
-        m.task_record(
-            20_000,
-            &record(0, TaskState::Started, None),
-            None,
-            None,
-            &jobs,
-            &index,
-        );
+        record_state(&mut m, 20_000, 0, TaskState::Started, &jobs, &index);
         let done = |t| record(t, TaskState::Finished, Some(TaskReason::Normal));
         m.task_finished(20_000, &done(0), None, &jobs, &index);
         // Task 1 starts at once and runs 100 s: slowdown 1, bounded slowdown 1.
-        m.task_record(
-            0,
-            &record(1, TaskState::Started, None),
-            None,
-            None,
-            &jobs,
-            &index,
-        );
+        record_state(&mut m, 0, 1, TaskState::Started, &jobs, &index);
         m.task_finished(100_000, &done(1), None, &jobs, &index);
         // Task 2 never ran: neither.
         let killed = record(2, TaskState::Finished, Some(TaskReason::Killed));
@@ -1102,10 +1069,20 @@ mod tests {
         assert_eq!(m.job_slowdown_means(), (0.0, 0.0));
     }
 
-    /// A rigid job of two tasks is one job: submitted at 0, both start at 10 s, end at 20 s
-    /// and 30 s: response 30 s over run 20 s = 1.5 (its tasks' mean would be 1.75).
-    #[test]
-    fn job_slowdown_counts_a_job_once_from_its_first_start_to_its_last_end() {
+    /// `task_record` of task `t`'s move to `state` at `now` (no node pool, no resources).
+    fn record_state(
+        m: &mut Metrics,
+        now: u64,
+        t: u64,
+        state: TaskState,
+        jobs: &[SimJob],
+        index: &FxHashMap<JobId, usize>,
+    ) {
+        m.task_record(now, &record(t, state, None), None, None, jobs, index);
+    }
+
+    /// One flex job, submitted at 0, and its index.
+    fn one_job() -> (Vec<SimJob>, FxHashMap<JobId, usize>) {
         let jobs = vec![SimJob {
             id: JobId(0),
             submit_ms: 0,
@@ -1118,25 +1095,18 @@ mod tests {
             requested_ms: None,
             outcome: berth_traces::TraceOutcome::Completed,
         }];
-        let index: FxHashMap<JobId, usize> = [(JobId(0), 0)].into_iter().collect();
+        (jobs, [(JobId(0), 0)].into_iter().collect())
+    }
+
+    /// A rigid job of two tasks is one job: submitted at 0, both start at 10 s, end at 20 s
+    /// and 30 s: response 30 s over run 20 s = 1.5 (its tasks' mean would be 1.75).
+    #[test]
+    fn job_slowdown_counts_a_job_once_from_its_first_start_to_its_last_end() {
+        let (jobs, index) = one_job();
         let mut m = Metrics::new(None, 1000);
         for t in 0..2 {
-            m.task_record(
-                0,
-                &record(t, TaskState::Accepted, None),
-                None,
-                None,
-                &jobs,
-                &index,
-            );
-            m.task_record(
-                10_000,
-                &record(t, TaskState::Started, None),
-                None,
-                None,
-                &jobs,
-                &index,
-            );
+            record_state(&mut m, 0, t, TaskState::Accepted, &jobs, &index);
+            record_state(&mut m, 10_000, t, TaskState::Started, &jobs, &index);
         }
         let done = |t| record(t, TaskState::Finished, Some(TaskReason::Normal));
         m.task_finished(20_000, &done(0), None, &jobs, &index);
