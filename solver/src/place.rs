@@ -1135,12 +1135,19 @@ impl Placer {
             }
         }
         let zones = view.zones().len();
-        let per_zone: Vec<u32> = view
-            .job(task.job)
-            .map_or_else(|| vec![0; zones], |jp| jp.per_zone.clone());
+        // The job's tasks per zone, read only under zone balance (no copy otherwise).
+        let zeros: Vec<u32>;
+        let per_zone: &[u32] = match (skew_hard.or(skew_soft), view.job(task.job)) {
+            (None, _) => &[],
+            (Some(_), Some(jp)) => &jp.per_zone,
+            (Some(_), None) => {
+                zeros = vec![0; zones];
+                &zeros
+            }
+        };
         let zone_ok = match skew_hard {
             None => Vec::new(),
-            Some(s) => (0..zones).map(|z| skew_after(&per_zone, z) <= s).collect(),
+            Some(s) => (0..zones).map(|z| skew_after(per_zone, z) <= s).collect(),
         };
         let zone_soft = match skew_soft {
             None => Vec::new(),
