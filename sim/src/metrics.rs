@@ -239,10 +239,6 @@ fn tier_index(t: Tier) -> usize {
     }
 }
 
-fn reason_name(r: TaskReason) -> &'static str {
-    r.name()
-}
-
 impl Metrics {
     pub fn new(tasks_out: Option<Box<dyn Write>>, interval_ms: u64) -> Metrics {
         Metrics {
@@ -375,10 +371,10 @@ impl Metrics {
         index: &FxHashMap<JobId, usize>,
     ) {
         let reason = r.reason.unwrap_or(TaskReason::Normal);
-        match self.reasons.get_mut(reason_name(reason)) {
+        match self.reasons.get_mut(reason.name()) {
             Some(c) => *c += 1,
             None => {
-                self.reasons.insert(reason_name(reason).to_string(), 1);
+                self.reasons.insert(reason.name().to_string(), 1);
             }
         }
         let live = self.live.remove(&r.task);
@@ -436,7 +432,7 @@ impl Metrics {
                 submit,
                 start,
                 now,
-                reason_name(reason),
+                reason.name(),
                 wait,
                 run,
                 fmt(slowdown),

@@ -553,6 +553,8 @@ pub struct Placer {
     /// The node index (equivalence classes), when the policy draws no random numbers (a
     /// seeded draw per scored node would change with the nodes scored).
     classes: Option<NodeClasses>,
+    /// The indexed decision's candidates (a buffer reused across decisions).
+    cands: Vec<Candidate>,
 }
 
 impl Placer {
@@ -608,6 +610,7 @@ impl Placer {
             job_on_node: Vec::new(),
             job_on_node_touched: Vec::new(),
             classes: indexable.then(|| NodeClasses::new(gpu_clustering)),
+            cands: Vec::new(),
         })
     }
 
@@ -953,7 +956,9 @@ impl Placer {
                     .entry(classes.class_of(n as usize))
                     .or_insert(0) += 1;
             }
-            let mut cands: Vec<Candidate> = Vec::new();
+            // The candidate buffer is kept across decisions (no allocation per decision).
+            let mut cands = std::mem::take(&mut self.cands);
+            cands.clear();
             for (id, members) in classes.classes() {
                 let others = job_nodes_per_class.get(&id).copied().unwrap_or(0);
                 let count = members.len() as u32 - others;
@@ -983,9 +988,10 @@ impl Placer {
             self.job_on_node_touched = job_nodes;
             self.classes = Some(classes);
             cands.sort_unstable_by_key(|c| c.node);
-            for c in cands {
+            for &c in &cands {
                 self.select(view, &request, &mut select, c, rng);
             }
+            self.cands = cands;
         } else {
             for n in 0..view.len() {
                 let node = NodeId(n as u32);
