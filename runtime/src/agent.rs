@@ -42,6 +42,7 @@ use bollard::container::{
     InspectContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
     StopContainerOptions, WaitContainerOptions,
 };
+use bollard::system::EventsOptions;
 use bollard::Docker;
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
@@ -57,6 +58,11 @@ pub const LOG_KEEP_BYTES_MAX: usize = 1 << 20;
 pub const REPORT_QUEUE_MAX: usize = 65_536;
 /// How long `nvidia-smi` may take to name the GPUs.
 pub const NVIDIA_SMI_TIMEOUT_MS: u64 = 10_000;
+/// A container killed by SIGKILL exits with this code, the OOM killer's among others.
+const OOM_EXIT_CODE: i32 = 137;
+/// How long an exit with [`OOM_EXIT_CODE`] waits for the engine's `oom` event that may follow
+/// the exit (see `Shared::oom_event_seen`).
+pub const OOM_EVENT_WAIT_MS: u64 = 2_000;
 
 /// The GPUs to offer where they are given (`--gpus`, `--gpu-model`); what is not given is
 /// detected.
@@ -144,6 +150,8 @@ pub enum AgentError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Running,
+    /// Running, and this agent was told to stop it: a SIGKILL exit is its doing.
+    Stopping,
     /// Exited; the report is not acknowledged yet.
     Exited,
 }
@@ -808,11 +816,18 @@ impl Shared {
             AgentCommand::Kill { task, grace_ms } => {
                 let name = docker::container_name(&self.config.name, task);
                 let docker = self.docker.clone();
-                let known = self
-                    .tasks
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains_key(&task);
+                let known = {
+                    let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+                    match tasks.get_mut(&task) {
+                        Some(p) => {
+                            if *p == Phase::Running {
+                                *p = Phase::Stopping;
+                            }
+                            true
+                        }
+                        None => false,
+                    }
+                };
                 tokio::spawn(async move {
                     let t = grace_ms.div_ceil(1000) as i64;
                     let _ = docker
@@ -966,17 +981,29 @@ impl Shared {
             .docker
             .inspect_container(&name, None::<InspectContainerOptions>)
             .await;
-        let (exit_code, oom) = match &inspect {
+        let (exit_code, mut oom, started_at) = match &inspect {
             Ok(i) => {
                 let st = i.state.clone().unwrap_or_default();
                 (
                     st.exit_code.unwrap_or(-1) as i32,
                     st.oom_killed.unwrap_or(false),
+                    st.started_at,
                 )
             }
             // Removed behind our back: report a failure rather than nothing.
-            Err(_) => (-1, false),
+            Err(_) => (-1, false, None),
         };
+        let stopped_here = self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&task)
+            == Some(&Phase::Stopping);
+        if !oom && exit_code == OOM_EXIT_CODE && !stopped_here {
+            if let Some(since) = started_at {
+                oom = self.oom_event_seen(&name, &since).await;
+            }
+        }
         if let Some(bytes) = self.container_logs(&name).await {
             let _ = tokio::fs::write(self.log_path(task), bytes).await;
         }
@@ -988,6 +1015,36 @@ impl Shared {
             oom,
         })
         .await;
+    }
+
+    /// Whether the engine logged an `oom` event for the container since `since` (its start,
+    /// RFC 3339), waiting up to [`OOM_EVENT_WAIT_MS`] for one still on its way.
+    ///
+    /// Why: on cgroup v1 with containerd before 2.2 the shim may send the task's OOM event
+    /// after its exit event; the engine then records the exit with `OOMKilled: false` and
+    /// never corrects it, though it still logs the `oom` event (containerd PR 12714 fixed the
+    /// order). Asked only for a SIGKILL exit (137), so other exits are reported at once.
+    async fn oom_event_seen(&self, name: &str, since: &str) -> bool {
+        let until_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() + u128::from(OOM_EVENT_WAIT_MS))
+            .unwrap_or(0);
+        let until = format!("{}.{:03}", until_s / 1000, until_s % 1000);
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            ("container".to_string(), vec![name.to_string()]),
+            ("event".to_string(), vec!["oom".to_string()]),
+        ]);
+        let mut events = self.docker.events(Some(EventsOptions::<String> {
+            since: Some(since.to_string()),
+            until: Some(until),
+            filters,
+        }));
+        let bound = Duration::from_millis(OOM_EVENT_WAIT_MS + 1_000);
+        matches!(
+            tokio::time::timeout(bound, events.next()).await,
+            Ok(Some(Ok(_)))
+        )
     }
 
     /// The container's stdout and stderr (interleaved), the last [`LOG_KEEP_BYTES_MAX`] bytes;
