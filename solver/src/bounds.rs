@@ -24,7 +24,10 @@
 
 use crate::catalog::InstanceType;
 use crate::cluster::{ClusterSpec, NodeGpus};
+use crate::ids::NodeId;
+use crate::plan::TaskRequest;
 use crate::resources::{GpuDemand, Resources, TaskShape, GPU_MILLI_PER_DEVICE};
+use crate::view::ClusterView;
 
 /// A kind of node a bound (or an instance mix) is computed over: its capacity, GPUs, how many
 /// exist or may be launched, and its price.
@@ -346,6 +349,127 @@ pub fn nodes_lower_bound(demand: &[(TaskShape, u64)], kinds: &[NodeKind]) -> Low
     out
 }
 
+/// A lower bound on the nodes, empty in `view`, that any placement of *all* of `tasks` gives a
+/// task to ("nodes opened", the MILP's [`crate::milp::MilpObjective::MinNodes`] term). Only
+/// schedulable nodes count. The maximum of:
+///
+/// - **forced tasks**: a task that no occupied node could take alone (free resources, free
+///   devices of an accepted model) can only go to an empty node, so bounds 1-4 of
+///   [`nodes_lower_bound`] over the empty nodes' kinds apply to those tasks;
+/// - **per dimension**: what the batch asks beyond the occupied nodes' free capacity summed
+///   needs at least as many empty nodes as the largest of them take to hold it.
+///
+/// Constraints (attributes, zone balance, unique host, pools) are ignored: they only remove
+/// options, so the bound stays valid. `O(shapes × nodes)`.
+pub fn opened_lower_bound(view: &ClusterView, tasks: &[TaskRequest]) -> u64 {
+    let nodes: Vec<NodeId> = (0..view.len() as u32)
+        .map(NodeId)
+        .filter(|&n| view.is_schedulable(n))
+        .collect();
+    let (occupied, empty): (Vec<NodeId>, Vec<NodeId>) =
+        nodes.into_iter().partition(|&n| view.task_count(n) > 0);
+    if tasks.is_empty() || empty.is_empty() {
+        return 0;
+    }
+    let mut kinds: Vec<NodeKind> = Vec::new();
+    for &n in &empty {
+        let spec = view.node(n);
+        match kinds
+            .iter_mut()
+            .find(|k| k.capacity == spec.capacity && k.gpus == spec.gpus)
+        {
+            Some(k) => k.count_max = Some(k.count_max.unwrap_or(0) + 1),
+            None => kinds.push(NodeKind::new(spec.capacity, spec.gpus.clone()).with_count_max(1)),
+        }
+    }
+    // The batch by shape, in order of first appearance.
+    let mut shapes: Vec<(TaskShape, u64)> = Vec::new();
+    for t in tasks {
+        match shapes.iter_mut().find(|(s, _)| *s == t.shape) {
+            Some((_, c)) => *c += 1,
+            None => shapes.push((t.shape.clone(), 1)),
+        }
+    }
+    let fits_occupied = |shape: &TaskShape| {
+        occupied.iter().any(|&n| {
+            if !shape.resources.fits_in(&view.free(n)) {
+                return false;
+            }
+            let model_ok = view
+                .node(n)
+                .gpus
+                .as_ref()
+                .is_some_and(|g| shape.accepts_model(&g.model));
+            let free = view.gpu_free(n);
+            match shape.gpu {
+                GpuDemand::None => true,
+                GpuDemand::Whole(k) => {
+                    model_ok
+                        && free
+                            .iter()
+                            .filter(|&&f| u32::from(f) == GPU_MILLI_PER_DEVICE)
+                            .count()
+                            >= usize::from(k)
+                }
+                GpuDemand::Milli(m) => model_ok && free.iter().any(|&f| f >= m),
+            }
+        })
+    };
+    let forced: Vec<(TaskShape, u64)> = shapes
+        .iter()
+        .filter(|(s, _)| !fits_occupied(s))
+        .cloned()
+        .collect();
+    let mut bound = nodes_lower_bound(&forced, &kinds).nodes_min;
+
+    // Per dimension: demand beyond the occupied nodes' free capacity.
+    for d in 0..5 {
+        let demand: u64 = shapes
+            .iter()
+            .map(|(s, c)| demand_dim(s, d).saturating_mul(*c))
+            .sum();
+        let free: u64 = occupied
+            .iter()
+            .map(|&n| {
+                if d < 4 {
+                    view.free(n).as_array()[d]
+                } else {
+                    view.gpu_free(n).iter().map(|&f| u64::from(f)).sum()
+                }
+            })
+            .sum();
+        let mut rest = demand.saturating_sub(free);
+        if rest == 0 {
+            continue;
+        }
+        let mut caps: Vec<u64> = empty
+            .iter()
+            .map(|&n| {
+                let spec = view.node(n);
+                if d < 4 {
+                    spec.capacity.as_array()[d]
+                } else {
+                    spec.gpus
+                        .as_ref()
+                        .map_or(0, |g| u64::from(g.count) * u64::from(GPU_MILLI_PER_DEVICE))
+                }
+            })
+            .collect();
+        caps.sort_unstable_by(|a, b| b.cmp(a));
+        let mut k = 0u64;
+        for c in caps {
+            if rest == 0 || c == 0 {
+                break;
+            }
+            rest = rest.saturating_sub(c);
+            k += 1;
+        }
+        // `rest > 0` here: the batch cannot be placed whole; any count is a bound then.
+        bound = bound.max(k);
+    }
+    bound
+}
+
 /// The aggregate LP shared by the bound and the instance-mix optimiser.
 #[cfg(feature = "milp")]
 pub(crate) mod lp {
@@ -472,6 +596,85 @@ mod tests {
                 model: GpuModel::new(model),
             }),
         )
+    }
+
+    fn cluster(nodes: &[(u64, u64, u8)]) -> ClusterView {
+        use crate::cluster::{NodeAttributes, NodeSpec};
+        let specs: Vec<NodeSpec> = nodes
+            .iter()
+            .enumerate()
+            .map(|(k, &(cpu, mem, gpus))| NodeSpec {
+                id: NodeId(0),
+                name: format!("n{k}"),
+                capacity: Resources::new(cpu, mem, 0, 0),
+                gpus: (gpus > 0).then(|| NodeGpus {
+                    count: gpus,
+                    model: GpuModel::new("T4"),
+                }),
+                attributes: NodeAttributes::default(),
+            })
+            .collect();
+        ClusterView::new(&ClusterSpec::from_nodes(specs))
+    }
+
+    fn requests(shapes: &[TaskShape]) -> Vec<TaskRequest> {
+        use crate::ids::{JobId, TaskId};
+        shapes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| TaskRequest::new(TaskId(1000 + i as u64), JobId(9), s.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn opened_bound_on_an_empty_cluster_is_the_nodes_bound() {
+        // Ten 3-core tasks on 8-core nodes: per dimension ceil(30 / 8) = 4 (the optimum is 5,
+        // two to a node: no bound here sees that three do not fit).
+        let view = cluster(&[(8000, 64_000, 0); 12]);
+        let tasks = requests(&vec![cpu_mem(3000, 1000); 10]);
+        let b = opened_lower_bound(&view, &tasks);
+        let kinds = vec![kind(8000, 64_000).with_count_max(12)];
+        assert_eq!(
+            b,
+            nodes_lower_bound(&[(cpu_mem(3000, 1000), 10)], &kinds).nodes_min
+        );
+        assert_eq!(b, 4);
+    }
+
+    #[test]
+    fn opened_bound_counts_what_occupied_nodes_cannot_take() {
+        use crate::ids::{JobId, TaskId};
+        use crate::plan::Assignment;
+        // Node 0 holds a 6-core task (2 cores free); nodes 1-3 are empty. Four 4-core tasks
+        // fit no occupied node: two empty nodes at least. A 1-core task fits beside the
+        // 6-core one and changes nothing.
+        let mut view = cluster(&[(8000, 64_000, 0); 4]);
+        let a = Assignment {
+            task: TaskId(1),
+            job: JobId(1),
+            node: NodeId(0),
+            resources: Resources::new(6000, 1000, 0, 0),
+            gpus: vec![],
+            exclusive: false,
+        };
+        view.apply(&a);
+        let mut shapes = vec![cpu_mem(4000, 1000); 4];
+        shapes.push(cpu_mem(1000, 1000));
+        assert_eq!(opened_lower_bound(&view, &requests(&shapes)), 2);
+        // Per dimension: 13 x 1 core beyond the 2 free = 11 cores: two 8-core nodes.
+        let small = vec![cpu_mem(1000, 10); 13];
+        assert_eq!(opened_lower_bound(&view, &requests(&small)), 2);
+        // Whatever fits the free room opens nothing.
+        assert_eq!(
+            opened_lower_bound(&view, &requests(&[cpu_mem(2000, 10)])),
+            0
+        );
+        // A whole GPU fits no node of this cluster's occupied one (it has none): an empty
+        // GPU node must be opened.
+        let mut gpu_view = cluster(&[(8000, 64_000, 0), (8000, 64_000, 2)]);
+        gpu_view.apply(&a);
+        let g = cpu_mem(1000, 10).with_gpu(GpuDemand::Whole(1));
+        assert_eq!(opened_lower_bound(&gpu_view, &requests(&[g])), 1);
     }
 
     #[test]

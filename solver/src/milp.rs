@@ -31,11 +31,18 @@
 //! 6. Tasks left unplaced get the heuristic's reasons on the final view (and a non-gang task the
 //!    heuristic can still place there is placed: a time-limited incumbent may leave one).
 //!
+//! Bound: for [`MilpObjective::MinNodes`], when the heuristic places every task, the optimum
+//! places every task too (`BIG`), so [`crate::bounds::opened_lower_bound`] (tasks no occupied
+//! node can take, per-dimension demand beyond the occupied nodes' free capacity) bounds its
+//! nodes opened. It is added to the model as a cut (`sum u >= bound`: HiGHS' own bound starts
+//! there instead of at the LP relaxation's, which is weak for bin packing) and reported when
+//! higher than the solver's.
+//!
 //! Decomposition: when the candidate pairs exceed [`MilpConfig::pairs_max`], the batch is split
 //! into consecutive chunks of whole jobs (gangs, unique host and zone balance are per job, so no
 //! constraint crosses a chunk) and the chunks are solved one after the other, each against the
 //! view holding the chunks before it. Each chunk is optimal or time-limited on its own; the whole
-//! has no proven bound ([`MilpResult::best_bound`] is `None`).
+//! has no solver bound (only the combinatorial one above).
 //!
 //! Determinism: this is decide-code. HiGHS with `threads = 1` and a fixed seed is deterministic
 //! for a given model, but a wall-clock time limit makes the incumbent depend on the machine's
@@ -133,8 +140,9 @@ pub struct MilpResult {
     pub plan: Plan,
     /// The objective of `plan` (`BIG * unplaced + term`), recomputed from the plan.
     pub objective: f64,
-    /// The best proven lower bound on the objective; `None` when decomposed or when HiGHS
-    /// gave none.
+    /// The best proven lower bound on the objective: HiGHS' dual bound (one part only) or,
+    /// for [`MilpObjective::MinNodes`] when the heuristic placed every task,
+    /// [`crate::bounds::opened_lower_bound`], whichever is higher; `None` without either.
     pub best_bound: Option<f64>,
     /// `(objective - best_bound) / objective` ([`relative_gap`]); `None` without a bound.
     pub gap: Option<f64>,
@@ -520,15 +528,28 @@ struct PartOutcome {
 
 /// Builds and solves the MILP for `tasks` on `view`, warm-started from `warm` (a canonical
 /// plan of the same tasks). Returns the MILP's plan (unverified) and its run.
+/// What a part's model minimises: `big` per unplaced task, the objective's term (priced by
+/// node for [`MilpObjective::MinCost`]), and a lower bound on nodes opened to add as a cut
+/// (0: none).
+struct Goal<'a> {
+    big: f64,
+    prices: &'a [f64],
+    opened_min: u64,
+}
+
 fn solve_part(
     view: &ClusterView,
     tasks: &[TaskRequest],
     policy: &Policy,
     warm: &Plan,
     cfg: &MilpConfig,
-    big: f64,
-    prices: &[f64],
+    goal: &Goal<'_>,
 ) -> PartOutcome {
+    let &Goal {
+        big,
+        prices,
+        opened_min,
+    } = goal;
     let n_nodes = view.len();
     // Candidate nodes per task, with the node-group reduction.
     let mut groups: BTreeMap<String, Vec<NodeId>> = BTreeMap::new();
@@ -806,6 +827,11 @@ fn solve_part(
                 );
             }
         }
+    }
+    // A lower bound on the nodes opened (`opened_lower_bound`), as a cut.
+    if opened_min > 0 && cfg.objective == MilpObjective::MinNodes && !u.is_empty() {
+        let opened: Expression = u.values().copied().sum();
+        add(&mut p, opened.geq(opened_min as f64));
     }
     // Symmetry: within a group of identical empty nodes, open them in id order.
     let mut by_group: BTreeMap<usize, Vec<NodeId>> = BTreeMap::new();
@@ -1190,6 +1216,13 @@ pub fn place_milp<R: Rng + ?Sized>(
         }
     }
     let heuristic_objective = objective_of(&heur, view);
+    // A bound on nodes opened without the solver. Valid for the optimum only when the heuristic
+    // places every task (BIG then rules out any plan leaving one unplaced).
+    let opened_min = if cfg.objective == MilpObjective::MinNodes && heur.unplaced.is_empty() {
+        crate::bounds::opened_lower_bound(view, tasks)
+    } else {
+        0
+    };
 
     // 2-5. Solve the parts.
     let parts = chunks(view, tasks, cfg.pairs_max);
@@ -1212,7 +1245,15 @@ pub fn place_milp<R: Rng + ?Sized>(
             }
         }
         let warm = canonical(&work, &groups, &part_heur);
-        let out = solve_part(&work, part, policy, &warm, cfg, big, &prices);
+        // The bound as a cut (every plan at least as good as the warm start opens that
+        // many): HiGHS starts from it instead of from the LP relaxation's weak bound.
+        let part_opened_min = if parts.len() == 1 { opened_min } else { 0 };
+        let goal = Goal {
+            big,
+            prices: &prices,
+            opened_min: part_opened_min,
+        };
+        let out = solve_part(&work, part, policy, &warm, cfg, &goal);
         variables = variables.max(out.variables);
         rows = rows.max(out.rows);
         let mut chosen = out.plan;
@@ -1315,6 +1356,11 @@ pub fn place_milp<R: Rng + ?Sized>(
     }
     let sc = score_plan(&before, &plan);
     *view = work;
+    // The solver's bound or the combinatorial one, whichever is higher (the latter holds for
+    // the whole batch, so also when it was decomposed).
+    if opened_min > 0 {
+        bound = Some(bound.map_or(opened_min as f64, |b| b.max(opened_min as f64)));
+    }
     let best_bound = bound.map(|b| b.min(objective));
     Ok(MilpResult {
         gap: best_bound.map(|b| relative_gap(objective, b)),
