@@ -458,7 +458,8 @@ impl ClusterView {
     }
 
     /// How many tasks of `shape` the schedulable nodes could take, each node counted alone
-    /// (its free capacity and devices), constraints ignored; the count stops at `enough`. A gang
+    /// (its free capacity and devices), constraints ignored; the count stops at `enough` (an
+    /// answer of `enough` or more says "at least `enough`", below it is exact). A gang
     /// of more tasks than this fits nowhere: a necessary condition in O(nodes), where a failed
     /// search costs O(nodes) per task.
     pub fn tasks_that_fit(&self, shape: &TaskShape, enough: u64) -> u64 {
@@ -469,14 +470,19 @@ impl ClusterView {
                 continue;
             }
             let free = st.free.as_array();
-            let mut k = u64::MAX;
-            for d in 0..ask.len() {
-                if let Some(q) = free[d].checked_div(ask[d]) {
-                    k = k.min(q);
-                }
-            }
-            if k == 0 {
+            // Most nodes of a busy cluster take none: compare before dividing.
+            if (0..ask.len()).any(|d| free[d] < ask[d]) {
                 continue;
+            }
+            // Asked for at most one: this node answers it (its own count may be higher).
+            let mut k = 1;
+            if enough > 1 {
+                k = u64::MAX;
+                for d in 0..ask.len() {
+                    if let Some(q) = free[d].checked_div(ask[d]) {
+                        k = k.min(q);
+                    }
+                }
             }
             let devices =
                 &self.gpu_free[self.gpu_offset[n] as usize..self.gpu_offset[n + 1] as usize];

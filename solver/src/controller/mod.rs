@@ -345,6 +345,9 @@ pub struct Controller {
     /// and amount): (view change count, the `enough` asked, the answer). Many queued jobs
     /// share a shape; between two changes of the view one count answers them all.
     pub(crate) fit_cache: BTreeMap<FitKey, (u64, u64, u64)>,
+    /// Shapes that fit no node as of a view change count (at most a few, none larger than
+    /// another): a larger shape then fits nowhere either, without a count over the nodes.
+    pub(crate) fit_none: (u64, Vec<FitKey>),
     pub(crate) dirty: bool,
     pub(crate) timers: BTreeSet<(u64, Timer)>,
     pub(crate) pass_at: Option<u64>,
@@ -454,6 +457,7 @@ impl Controller {
             scratch_placer: schedule::scratch_placer(&config.effective_policy()),
             empty_view: None,
             fit_cache: BTreeMap::new(),
+            fit_none: (u64::MAX, Vec::new()),
             dirty: false,
             timers: BTreeSet::new(),
             pass_at: None,

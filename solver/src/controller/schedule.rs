@@ -155,11 +155,25 @@ impl Controller {
                 return count;
             }
         }
+        // A shape at least as large as one that fits nowhere fits nowhere either.
+        if self.fit_none.0 == changes && self.fit_none.1.iter().any(|t| fit_key_le(t, &key)) {
+            return 0;
+        }
         let count = self.view.tasks_that_fit(shape, enough);
         if self.fit_cache.len() >= 4096 {
             self.fit_cache.clear();
         }
         self.fit_cache.insert(key, (changes, enough, count));
+        if count == 0 {
+            let none = &mut self.fit_none;
+            if none.0 != changes {
+                *none = (changes, Vec::new());
+            }
+            none.1.retain(|t| !fit_key_le(&key, t));
+            if none.1.len() < FIT_NONE_MAX {
+                none.1.push(key);
+            }
+        }
         count
     }
 
@@ -621,6 +635,18 @@ impl Controller {
             }
         }
     }
+}
+
+/// Shapes remembered as fitting nowhere, per view change ([`Controller::fit_none`]).
+const FIT_NONE_MAX: usize = 16;
+
+/// Whether every node that can take a task of shape `b` can take one of `a`: `a` asks no more
+/// of any scalar dimension, and no GPU, or the same kind of GPU demand and no more of it (a
+/// device with `m` milli free has `m' <= m` free too; `w' <= w` whole devices are among `w`).
+fn fit_key_le(a: &super::FitKey, b: &super::FitKey) -> bool {
+    let scalars = (0..4).all(|d| a.0[d] <= b.0[d]);
+    let gpu = a.1 == 0 || (a.1 == b.1 && a.2 <= b.2);
+    scalars && gpu
 }
 
 /// The largest of a group's shares of cpu, memory and GPU.
