@@ -31,7 +31,7 @@ use berth_solver::{
     Constraint, Constraints, JobId, JobSpec, NodeAttributes, NodeId, NodeSpec, TaskId, TaskReason,
     TaskState, Tier,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
 /// The bound of bounded slowdown.
@@ -171,6 +171,52 @@ struct Live {
     used_pool: Option<u32>,
 }
 
+/// A job's first-attempt tasks accepted together and not placed yet, without a [`Live`] entry
+/// each (a replay can hold millions of pending tasks: ~80 bytes each in `Metrics::live`).
+/// A job's initial tasks are accepted at once with consecutive ids (`base`, `base + 1`, … for
+/// slots `slot0`, `slot0 + 1`, …) and placed in slot order, so the ones still pending are the
+/// ids `next..end` less `gone` (placed or finished out of order: rare).
+#[derive(Clone, Debug)]
+struct PendingBlock {
+    base: u64,
+    slot0: u32,
+    next: u64,
+    end: u64,
+    accepted_ms: u64,
+    pending_pool: u32,
+    gone: BTreeSet<u64>,
+}
+
+impl PendingBlock {
+    /// Whether `task` is one of the block's tasks still pending.
+    fn holds(&self, task: TaskId) -> bool {
+        (self.next..self.end).contains(&task.0) && !self.gone.contains(&task.0)
+    }
+
+    /// Takes `task` (one it holds) out of the pending ones.
+    fn take(&mut self, task: TaskId) {
+        if task.0 == self.next {
+            self.next += 1;
+            while self.gone.remove(&self.next) {
+                self.next += 1;
+            }
+        } else {
+            self.gone.insert(task.0);
+        }
+    }
+
+    fn slot_of(&self, task: TaskId) -> u32 {
+        self.slot0 + (task.0 - self.base) as u32
+    }
+
+    /// The tasks still pending, in id order.
+    fn pending(&self) -> impl Iterator<Item = TaskId> + '_ {
+        (self.next..self.end)
+            .filter(|t| !self.gone.contains(t))
+            .map(TaskId)
+    }
+}
+
 /// Accumulated measurements.
 pub struct Metrics {
     pub series: Vec<Sample>,
@@ -189,6 +235,8 @@ pub struct Metrics {
     pub unplaced_reports: u64,
     pub instances_requested: u64,
     live: FxHashMap<TaskId, Live>,
+    /// Per job: its first-attempt tasks accepted and never placed (not in `live`).
+    pending_blocks: FxHashMap<JobId, PendingBlock>,
     /// Wait of first attempts, per tier.
     waits_ms: [Vec<u64>; 2],
     /// Sum and count of slowdowns: tasks that finished normally and ran more than 0 ms.
@@ -251,6 +299,7 @@ impl Metrics {
             unplaced_reports: 0,
             instances_requested: 0,
             live: FxHashMap::default(),
+            pending_blocks: FxHashMap::default(),
             waits_ms: [Vec::new(), Vec::new()],
             slowdown_sum: 0.0,
             slowdown_n: 0,
@@ -299,6 +348,26 @@ impl Metrics {
                     None => self.pool_index(NO_POOL),
                 };
                 self.count_pending(pending_pool, true);
+                if r.attempt == 0 && !self.live.contains_key(&r.task) {
+                    // The next of a block accepted in this instant, or a block's first task.
+                    let block = self.pending_blocks.entry(r.job).or_insert(PendingBlock {
+                        base: r.task.0,
+                        slot0: r.slot,
+                        next: r.task.0,
+                        end: r.task.0,
+                        accepted_ms: now,
+                        pending_pool,
+                        gone: BTreeSet::new(),
+                    });
+                    if block.end == r.task.0
+                        && block.accepted_ms == now
+                        && block.pending_pool == pending_pool
+                        && block.slot_of(r.task) == r.slot
+                    {
+                        block.end += 1;
+                        return;
+                    }
+                }
                 let old = self.live.insert(
                     r.task,
                     Live {
@@ -318,7 +387,29 @@ impl Metrics {
                 }
             }
             TaskState::Launched => {
-                if let Some(l) = self.live.get_mut(&r.task) {
+                if let Some(b) = self
+                    .pending_blocks
+                    .get_mut(&r.job)
+                    .filter(|b| b.holds(r.task))
+                {
+                    b.take(r.task);
+                    let (accepted_ms, pool) = (b.accepted_ms, b.pending_pool);
+                    self.count_pending(pool, false);
+                    self.live.insert(
+                        r.task,
+                        Live {
+                            accepted_ms,
+                            started_ms: None,
+                            job: r.job,
+                            slot: r.slot,
+                            attempt: r.attempt,
+                            placed: true,
+                            node: r.node,
+                            pending_pool: None,
+                            used_pool: None,
+                        },
+                    );
+                } else if let Some(l) = self.live.get_mut(&r.task) {
                     l.placed = true;
                     l.node = r.node;
                     if let Some(p) = l.pending_pool.take() {
@@ -380,6 +471,15 @@ impl Metrics {
         let live = self.live.remove(&r.task);
         if let Some(l) = &live {
             self.uncount(l, t);
+        } else if let Some(b) = self
+            .pending_blocks
+            .get_mut(&r.job)
+            .filter(|b| b.holds(r.task))
+        {
+            // Finished without being placed (its job killed, say).
+            b.take(r.task);
+            let pool = b.pending_pool;
+            self.count_pending(pool, false);
         }
         let started = live.as_ref().and_then(|l| l.started_ms);
         if let (Some(_), Some(t)) = (started, t) {
@@ -836,10 +936,37 @@ fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
 /// Closes the run: tasks still live get rows without an end; the summary is computed.
 pub(crate) fn finish(e: &mut Engine<'_>, source: &str) -> Result<SimReport, SimError> {
     let m = &mut e.metrics;
-    // Rows for tasks still pending or running at the horizon, in task order.
-    let mut open: Vec<(&TaskId, &Live)> = m.live.iter().collect();
-    open.sort_by_key(|(t, _)| **t);
+    // Rows for tasks still pending or running at the horizon, in task order: the tracked
+    // ones and the never-placed first attempts of the pending blocks.
     if let Some(w) = m.tasks_out.as_mut() {
+        let implicit: Vec<(TaskId, Live)> = m
+            .pending_blocks
+            .iter()
+            .flat_map(|(&job, b)| {
+                b.pending().map(move |t| {
+                    (
+                        t,
+                        Live {
+                            accepted_ms: b.accepted_ms,
+                            started_ms: None,
+                            job,
+                            slot: b.slot_of(t),
+                            attempt: 0,
+                            placed: false,
+                            node: None,
+                            pending_pool: Some(b.pending_pool),
+                            used_pool: None,
+                        },
+                    )
+                })
+            })
+            .collect();
+        let mut open: Vec<(&TaskId, &Live)> = m
+            .live
+            .iter()
+            .chain(implicit.iter().map(|(t, l)| (t, l)))
+            .collect();
+        open.sort_by_key(|(t, _)| **t);
         for (t, l) in open {
             let job = e.job_index.get(&l.job).map(|&i| &e.jobs[i]);
             let submit = job.map_or(l.accepted_ms, |j| j.submit_ms);
