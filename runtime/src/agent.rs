@@ -1002,6 +1002,12 @@ impl Shared {
         if !oom && exit_code == OOM_EXIT_CODE && !stopped_here {
             if let Some(since) = started_at {
                 oom = self.oom_event_seen(&name, &since).await;
+                if oom {
+                    tracing::info!(
+                        task = task.0,
+                        "OOM kill known from the engine's oom event (its state said otherwise)"
+                    );
+                }
             }
         }
         if let Some(bytes) = self.container_logs(&name).await {

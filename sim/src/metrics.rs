@@ -386,30 +386,9 @@ impl Metrics {
                     self.uncount(&old, t);
                 }
             }
-            TaskState::Launched => {
-                if let Some(b) = self
-                    .pending_blocks
-                    .get_mut(&r.job)
-                    .filter(|b| b.holds(r.task))
-                {
-                    b.take(r.task);
-                    let (accepted_ms, pool) = (b.accepted_ms, b.pending_pool);
-                    self.count_pending(pool, false);
-                    self.live.insert(
-                        r.task,
-                        Live {
-                            accepted_ms,
-                            started_ms: None,
-                            job: r.job,
-                            slot: r.slot,
-                            attempt: r.attempt,
-                            placed: true,
-                            node: r.node,
-                            pending_pool: None,
-                            used_pool: None,
-                        },
-                    );
-                } else if let Some(l) = self.live.get_mut(&r.task) {
+            // A task of a pending block moves to `live` in the guard; a tracked one here.
+            TaskState::Launched if !self.placed_from_block(r) => {
+                if let Some(l) = self.live.get_mut(&r.task) {
                     l.placed = true;
                     l.node = r.node;
                     if let Some(p) = l.pending_pool.take() {
@@ -419,6 +398,8 @@ impl Metrics {
             }
             TaskState::Started => {
                 self.tasks_started += 1;
+                // Placed and started in one record (a driver may skip `Launched`).
+                self.placed_from_block(r);
                 let pool = node_pool.map(|p| self.pool_index(pool_label(p)));
                 if let Some(l) = self.live.get_mut(&r.task) {
                     l.started_ms = Some(now);
@@ -713,6 +694,36 @@ impl Metrics {
         } else {
             self.pending_by_pool[i] -= 1;
         }
+    }
+
+    /// A task its job's pending block holds, placed: out of the block and the pending count,
+    /// into `live`. False when no block holds it.
+    fn placed_from_block(&mut self, r: &TaskRecord) -> bool {
+        let Some(b) = self
+            .pending_blocks
+            .get_mut(&r.job)
+            .filter(|b| b.holds(r.task))
+        else {
+            return false;
+        };
+        b.take(r.task);
+        let (accepted_ms, pool) = (b.accepted_ms, b.pending_pool);
+        self.count_pending(pool, false);
+        self.live.insert(
+            r.task,
+            Live {
+                accepted_ms,
+                started_ms: None,
+                job: r.job,
+                slot: r.slot,
+                attempt: r.attempt,
+                placed: true,
+                node: r.node,
+                pending_pool: None,
+                used_pool: None,
+            },
+        );
+        true
     }
 
     /// Takes a task that leaves (or is replaced) out of the per-pool counts.

@@ -227,6 +227,19 @@ impl NodeClasses {
         self.class_of[n]
     }
 
+    /// The member of node `n`'s class that follows it in node order (synced).
+    pub(crate) fn next_member(&self, n: usize) -> Option<u32> {
+        let id = *self.class_of.get(n)?;
+        if id == u32::MAX {
+            return None;
+        }
+        self.classes[id as usize]
+            .members
+            .range(n as u32 + 1..)
+            .next()
+            .copied()
+    }
+
     /// Every class with members, by id: (id, members in node order).
     pub(crate) fn classes(&self) -> impl Iterator<Item = (u32, &BTreeSet<u32>)> + '_ {
         self.classes

@@ -13,9 +13,9 @@
 use crate::classes::NodeClasses;
 use crate::frag::{FragModel, ModelMask, TaskTypes, TypeKey, TYPICAL_COVERAGE_DEFAULT};
 use crate::ids::{JobId, NodeId};
-use crate::job::{Constraint, Tier};
+use crate::job::{Constraint, Constraints, Tier};
 use crate::plan::{Assignment, FilterReason, GpuSlice, Plan, ReasonCounts, TaskRequest, Unplaced};
-use crate::resources::{GpuDemand, Resources, GPU_MILLI_PER_DEVICE};
+use crate::resources::{GpuDemand, Resources, TaskShape, GPU_MILLI_PER_DEVICE};
 use crate::spec::{parse, SpecError, SpecFormat};
 use crate::view::{whole_devices, ClusterView, NO_MODEL};
 use rand::Rng;
@@ -433,6 +433,20 @@ struct Candidate {
     tie_score: Option<f64>,
 }
 
+/// Whether a request's decision depends on the nodes' own state alone: no constraint on where
+/// its job's tasks are (exclusive, unique host, zone balance), no soft constraint, no
+/// fractional GPU (whose device choice is its own).
+fn job_independent(request: &Request<'_>) -> bool {
+    !(request.exclusive
+        || request.unique_host
+        || request.soft_unique_host
+        || request.soft_count > 0
+        || request.needs_job_counts
+        || !request.zone_ok.is_empty()
+        || !request.zone_soft.is_empty()
+        || matches!(request.gpu, GpuDemand::Milli(_)))
+}
+
 /// Two scores are equal within a relative tolerance (float sums of the same terms in another
 /// order must not decide).
 fn cmp_tol(a: f64, b: f64) -> std::cmp::Ordering {
@@ -555,6 +569,36 @@ pub struct Placer {
     classes: Option<NodeClasses>,
     /// The indexed decision's candidates (a buffer reused across decisions).
     cands: Vec<Candidate>,
+    /// Only best fit scores (soft constraints aside), ties to the lowest node: a decision's
+    /// candidates keep their scores while their nodes do not change ([`Placer::next_best`]).
+    best_fit_only: bool,
+    /// The last indexed decision of a request [`Placer::next_best`] can follow.
+    last: Option<LastDecision>,
+}
+
+/// An indexed best-fit decision kept for the next identical request of the same job: the
+/// request, the view's version when it was made, its candidates (one per class, in node order,
+/// with their scores), the node chosen and the next member of that node's class.
+#[derive(Clone, Debug)]
+struct LastDecision {
+    job: JobId,
+    tier: Tier,
+    shape: TaskShape,
+    constraints: Arc<Constraints>,
+    version: u64,
+    chosen: u32,
+    chosen_successor: Option<u32>,
+    cands: Vec<Candidate>,
+}
+
+impl LastDecision {
+    fn is_for(&self, task: &TaskRequest) -> bool {
+        self.job == task.job
+            && self.tier == task.tier
+            && self.shape == task.shape
+            && (Arc::ptr_eq(&self.constraints, &task.constraints)
+                || self.constraints == task.constraints)
+    }
 }
 
 impl Placer {
@@ -585,6 +629,7 @@ impl Placer {
                         ScorerKind::FirstFit | ScorerKind::BestFit | ScorerKind::SoftConstraints
                     )
             });
+        let best_fit_only = monotone && weights[ScorerKind::FirstFit as usize] == 0.0;
         let random = ScorerKind::Random as usize;
         let indexable = policy.tie_break == TieBreak::LowestNode
             && weights[random] == 0.0
@@ -611,6 +656,8 @@ impl Placer {
             job_on_node_touched: Vec::new(),
             classes: indexable.then(|| NodeClasses::new(gpu_clustering)),
             cands: Vec::new(),
+            best_fit_only,
+            last: None,
         })
     }
 
@@ -633,6 +680,7 @@ impl Placer {
 
     /// Sets the task-type distribution FGD measures fragmentation against.
     pub fn set_typical_types(&mut self, types: TaskTypes) {
+        self.last = None;
         self.types = types;
         self.frag_models.clear();
         self.frag = FragModel::default();
@@ -757,6 +805,15 @@ impl Placer {
                     }
                     return Ok(a);
                 }
+                if let Some(a) = self.next_best(view, task, node, rng) {
+                    if cfg!(debug_assertions) {
+                        let kept = self.last.take();
+                        let full = self.place_one(view, task, rng);
+                        self.last = kept;
+                        assert_eq!(full.as_ref().ok(), Some(&a), "next_best differs");
+                    }
+                    return Ok(a);
+                }
             }
         }
         self.place_one(view, task, rng)
@@ -793,15 +850,7 @@ impl Placer {
             return None;
         }
         let request = self.request(view, task);
-        if request.exclusive
-            || request.unique_host
-            || request.soft_unique_host
-            || request.soft_count > 0
-            || request.needs_job_counts
-            || !request.zone_ok.is_empty()
-            || !request.zone_soft.is_empty()
-            || matches!(request.gpu, GpuDemand::Milli(_))
-        {
+        if !job_independent(&request) {
             return None;
         }
         self.filter(view, node, &request).ok()?;
@@ -813,6 +862,79 @@ impl Placer {
             task: task.task,
             job: task.job,
             node,
+            resources: request.resources,
+            gpus,
+            exclusive: false,
+        })
+    }
+
+    /// The full decision for `task` when `node`, which the last indexed decision of the same
+    /// request chose, no longer passes the filters ([`Placer::place_again`] said no) and no
+    /// other node changed since: under best fit alone (lowest-node ties) every other class
+    /// keeps its representative and score, `node`'s old class is represented by its next
+    /// member at `node`'s old score, and `node`'s new class is refused (it holds `node`). So
+    /// the selection over the last decision's candidates, so amended, is the full decision,
+    /// without filtering or scoring a node. `None` (do the full decision) when any of that
+    /// cannot be shown, or when no candidate is left (the refusals need the full scan).
+    fn next_best<R: Rng + ?Sized>(
+        &mut self,
+        view: &ClusterView,
+        task: &TaskRequest,
+        node: NodeId,
+        rng: &mut R,
+    ) -> Option<Assignment> {
+        if !self.best_fit_only || self.classes.is_none() {
+            return None;
+        }
+        let mut last = self.last.take()?;
+        if last.chosen != node.0
+            || !last.is_for(task)
+            || !view.changed_since(last.version)?.all(|n| n == node)
+        {
+            return None;
+        }
+        let request = self.request(view, task);
+        if !job_independent(&request) {
+            return None;
+        }
+        debug_assert!(self.filter(view, node, &request).is_err());
+        let pos = last.cands.iter().position(|c| c.node == node.0)?;
+        let old = last.cands.remove(pos);
+        if let Some(m) = last.chosen_successor {
+            let at = last.cands.partition_point(|c| c.node < m);
+            last.cands.insert(
+                at,
+                Candidate {
+                    node: m,
+                    device: old.device,
+                    score: old.score,
+                    tie_score: None,
+                },
+            );
+        }
+        let mut select = Selection::default();
+        for &c in &last.cands {
+            self.select(view, &request, &mut select, c, rng);
+        }
+        let best = select.best?;
+        let mut classes = self.classes.take().expect("checked");
+        classes.sync(view);
+        last.chosen = best.node;
+        last.chosen_successor = classes.next_member(best.node as usize);
+        last.version = view.last_version();
+        self.classes = Some(classes);
+        let chosen = NodeId(best.node);
+        let gpus = match request.gpu {
+            GpuDemand::Whole(k) => {
+                whole_devices(view.gpu_free(chosen), k).expect("filtered: devices free")
+            }
+            _ => Vec::new(),
+        };
+        self.last = Some(last);
+        Some(Assignment {
+            task: task.task,
+            job: task.job,
+            node: chosen,
             resources: request.resources,
             gpus,
             exclusive: false,
@@ -986,11 +1108,39 @@ impl Placer {
                 }
             }
             self.job_on_node_touched = job_nodes;
-            self.classes = Some(classes);
             cands.sort_unstable_by_key(|c| c.node);
             for &c in &cands {
                 self.select(view, &request, &mut select, c, rng);
             }
+            // Kept for the next identical request when the node chosen fills up.
+            match &select.best {
+                Some(best) if self.best_fit_only && job_independent(&request) => {
+                    let mut last = self.last.take().unwrap_or_else(|| LastDecision {
+                        job: task.job,
+                        tier: task.tier,
+                        shape: task.shape.clone(),
+                        constraints: task.constraints.clone(),
+                        version: 0,
+                        chosen: 0,
+                        chosen_successor: None,
+                        cands: Vec::new(),
+                    });
+                    if !last.is_for(task) {
+                        last.job = task.job;
+                        last.tier = task.tier;
+                        last.shape = task.shape.clone();
+                        last.constraints = task.constraints.clone();
+                    }
+                    last.version = view.last_version();
+                    last.chosen = best.node;
+                    last.chosen_successor = classes.next_member(best.node as usize);
+                    // The candidates move there; the buffer comes back from the old ones.
+                    std::mem::swap(&mut last.cands, &mut cands);
+                    self.last = Some(last);
+                }
+                _ => self.last = None,
+            }
+            self.classes = Some(classes);
             self.cands = cands;
         } else {
             for n in 0..view.len() {

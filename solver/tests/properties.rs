@@ -440,6 +440,43 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
+    /// Under best fit alone, a job's identical tasks placed one after the other (each on the
+    /// node the last decision chose while it fits, then on the next best from that decision's
+    /// candidates: `Placer::next_best`) land where the full scan puts them, on a cluster
+    /// already partly used (so nodes fill up mid-job, in classes of identical nodes).
+    #[test]
+    fn best_fit_follows_the_full_scan_as_nodes_fill(
+        nodes in templated_nodes(),
+        load in prop::collection::vec(job_strategy(), 0..=4),
+        jobs in prop::collection::vec((0u64..=6000, 0u64..=24, 0u8..=2, 1usize..=40), 1..=4),
+    ) {
+        let spec = ClusterSpec::from_nodes(nodes);
+        let policy = Policy::single(ScorerKind::BestFit);
+        let mut indexed = berth_solver::Placer::new(policy.clone()).unwrap();
+        let mut scan = indexed.clone().without_index();
+        let mut view_a = ClusterView::new(&spec);
+        let mut view_b = ClusterView::new(&spec);
+        let pre = requests(&load);
+        let plan_a = indexed.place(&mut view_a, &pre, &mut policy.rng());
+        let plan_b = scan.place(&mut view_b, &pre, &mut policy.rng());
+        prop_assert_eq!(&plan_a, &plan_b);
+        let mut reqs = Vec::new();
+        for (j, &(cpu, mem, gpus, tasks)) in jobs.iter().enumerate() {
+            let gpu = if gpus == 0 { GpuDemand::None } else { GpuDemand::Whole(gpus) };
+            let shape = TaskShape::new(Resources::new(cpu, mem * 1024, 0, 0)).with_gpu(gpu);
+            for _ in 0..tasks {
+                reqs.push(TaskRequest::new(
+                    TaskId(1_000_000 + reqs.len() as u64),
+                    JobId(1_000 + j as u64),
+                    shape.clone(),
+                ));
+            }
+        }
+        let plan_a = indexed.place(&mut view_a, &reqs, &mut policy.rng());
+        let plan_b = scan.place(&mut view_b, &reqs, &mut policy.rng());
+        prop_assert_eq!(&plan_a, &plan_b);
+    }
+
     /// A projection for one job (EASY's shadow view) releasing the view's tasks holds what a
     /// clone releasing them holds: every node's free capacity, devices, task count and
     /// exclusive holder, the free sums, and the job's placement; any job's assignment is
