@@ -14,7 +14,7 @@ use crate::ids::{JobId, NodeId, TaskId};
 use crate::job::TaskState;
 use crate::place::{Placer, ScorerKind, WeightedScorer};
 use crate::plan::{Assignment, ReasonCounts, TaskRequest};
-use crate::resources::{Resources, GPU_MILLI_PER_DEVICE};
+use crate::resources::{Resources, TaskShape, GPU_MILLI_PER_DEVICE};
 use crate::view::ClusterView;
 use std::ops::Bound::{Excluded, Unbounded};
 
@@ -89,7 +89,8 @@ impl Controller {
         // search (once its reasons are reported; the search gives them).
         let (n, need, gpu_milli) = j.smallest_start();
         if j.reported_blocked
-            && (!self.view.may_hold(&need, gpu_milli) || self.live_tasks_that_fit(job, n) < n)
+            && (!self.view.may_hold(&need, gpu_milli)
+                || self.live_tasks_that_fit(&j.spec.task.clone(), n) < n)
         {
             tried.blocked = true;
             return tried;
@@ -139,8 +140,7 @@ impl Controller {
 
     /// [`ClusterView::tasks_that_fit`] of the job's task shape on the live view, up to
     /// `enough`, from [`Controller::fit_cache`] when the view has not changed since.
-    fn live_tasks_that_fit(&mut self, job: JobId, enough: u64) -> u64 {
-        let shape = &self.jobs[&job].spec.task;
+    fn live_tasks_that_fit(&mut self, shape: &TaskShape, enough: u64) -> u64 {
         let gpu = match shape.gpu {
             crate::resources::GpuDemand::None => (0, 0),
             crate::resources::GpuDemand::Whole(k) => (1, u16::from(k)),
@@ -148,16 +148,16 @@ impl Controller {
         };
         let key = (shape.resources.as_array(), gpu.0, gpu.1);
         let changes = self.view.change_count();
+        // A shape at least as large as one that fits nowhere fits nowhere either.
+        if self.fit_none.0 == changes && self.fit_none.1.iter().any(|t| fit_key_le(t, &key)) {
+            return 0;
+        }
         if let Some(&(at, asked, count)) = self.fit_cache.get(&key) {
             // Below what was asked the count is exact; at or above it, it says "at least
             // `asked`", which answers any `enough` up to `asked`.
             if at == changes && (count < asked || enough <= asked) {
                 return count;
             }
-        }
-        // A shape at least as large as one that fits nowhere fits nowhere either.
-        if self.fit_none.0 == changes && self.fit_none.1.iter().any(|t| fit_key_le(t, &key)) {
-            return 0;
         }
         let count = self.view.tasks_that_fit(shape, enough);
         if self.fit_cache.len() >= 4096 {
@@ -201,6 +201,7 @@ impl Controller {
             j.blocked_epoch = None;
             j.reported_blocked = false;
         }
+        let drained = j.pending.is_empty();
         if tried.blocked {
             j.blocked_epoch = Some(epoch);
             if !j.reported_blocked && !tried.reasons.is_empty() {
@@ -213,7 +214,7 @@ impl Controller {
                 });
             }
         }
-        if self.jobs[&job].pending.is_empty() {
+        if drained {
             self.dequeue(job);
         }
         placed
