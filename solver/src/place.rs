@@ -470,7 +470,7 @@ struct Selection {
 /// Counts of refusals per reason during one decision: an array slot per reason without a
 /// payload (a failed scan counts once per node, so no map operation per node), a map for the
 /// attribute reasons, which carry a key.
-#[derive(Default)]
+#[derive(Clone, Debug, Default)]
 struct Refusals {
     plain: [u32; PLAIN_REASONS.len()],
     keyed: BTreeMap<FilterReason, u32>,
@@ -578,7 +578,7 @@ pub struct Placer {
 
 /// An indexed best-fit decision kept for the next identical request of the same job: the
 /// request, the view's version when it was made, its candidates (one per class, in node order,
-/// with their scores), the node chosen and the next member of that node's class.
+/// with their scores) and refusals, the node chosen and the next member of that node's class.
 #[derive(Clone, Debug)]
 struct LastDecision {
     job: JobId,
@@ -589,6 +589,7 @@ struct LastDecision {
     chosen: u32,
     chosen_successor: Option<u32>,
     cands: Vec<Candidate>,
+    refusals: Refusals,
 }
 
 impl LastDecision {
@@ -805,14 +806,19 @@ impl Placer {
                     }
                     return Ok(a);
                 }
-                if let Some(a) = self.next_best(view, task, node, rng) {
+                if let Some(decided) = self.next_best(view, task, node, rng) {
+                    let decided = decided.map_err(|reasons| Unplaced {
+                        task: task.task,
+                        job: task.job,
+                        reasons,
+                    });
                     if cfg!(debug_assertions) {
                         let kept = self.last.take();
                         let full = self.place_one(view, task, rng);
                         self.last = kept;
-                        assert_eq!(full.as_ref().ok(), Some(&a), "next_best differs");
+                        assert_eq!(full, decided, "next_best differs");
                     }
-                    return Ok(a);
+                    return decided;
                 }
             }
         }
@@ -874,15 +880,16 @@ impl Placer {
     /// keeps its representative and score, `node`'s old class is represented by its next
     /// member at `node`'s old score, and `node`'s new class is refused (it holds `node`). So
     /// the selection over the last decision's candidates, so amended, is the full decision,
-    /// without filtering or scoring a node. `None` (do the full decision) when any of that
-    /// cannot be shown, or when no candidate is left (the refusals need the full scan).
+    /// without filtering or scoring a node; when none is left, the last decision's refusals
+    /// and `node`'s are the full scan's. `None` (do the full decision) when any of that cannot
+    /// be shown.
     fn next_best<R: Rng + ?Sized>(
         &mut self,
         view: &ClusterView,
         task: &TaskRequest,
         node: NodeId,
         rng: &mut R,
-    ) -> Option<Assignment> {
+    ) -> Option<Result<Assignment, ReasonCounts>> {
         if !self.best_fit_only || self.classes.is_none() {
             return None;
         }
@@ -897,8 +904,11 @@ impl Placer {
         if !job_independent(&request) {
             return None;
         }
-        debug_assert!(self.filter(view, node, &request).is_err());
+        // The filled node counts for its new class's reason (that class is refused: it
+        // holds the node).
+        let reason = self.filter(view, node, &request).err()?;
         let pos = last.cands.iter().position(|c| c.node == node.0)?;
+        last.refusals.add_n(reason, 1);
         let old = last.cands.remove(pos);
         if let Some(m) = last.chosen_successor {
             let at = last.cands.partition_point(|c| c.node < m);
@@ -916,7 +926,9 @@ impl Placer {
         for &c in &last.cands {
             self.select(view, &request, &mut select, c, rng);
         }
-        let best = select.best?;
+        let Some(best) = select.best else {
+            return Some(Err(last.refusals.into_counts()));
+        };
         let mut classes = self.classes.take().expect("checked");
         classes.sync(view);
         last.chosen = best.node;
@@ -931,14 +943,14 @@ impl Placer {
             _ => Vec::new(),
         };
         self.last = Some(last);
-        Some(Assignment {
+        Some(Ok(Assignment {
             task: task.task,
             job: task.job,
             node: chosen,
             resources: request.resources,
             gpus,
             exclusive: false,
-        })
+        }))
     }
 
     fn clear_frag_cache(&mut self) {
@@ -1124,6 +1136,7 @@ impl Placer {
                         chosen: 0,
                         chosen_successor: None,
                         cands: Vec::new(),
+                        refusals: Refusals::default(),
                     });
                     if !last.is_for(task) {
                         last.job = task.job;
@@ -1136,6 +1149,7 @@ impl Placer {
                     last.chosen_successor = classes.next_member(best.node as usize);
                     // The candidates move there; the buffer comes back from the old ones.
                     std::mem::swap(&mut last.cands, &mut cands);
+                    last.refusals = std::mem::take(&mut refusals);
                     self.last = Some(last);
                 }
                 _ => self.last = None,
