@@ -284,6 +284,15 @@ impl ClusterView {
         Ok(())
     }
 
+    /// Names the pool a node belongs to (its `pool` attribute): a node that joined before
+    /// its pool was known. Its version moves, so indexes re-key it.
+    pub fn set_pool(&mut self, node: NodeId, pool: &str) -> Result<(), ViewError> {
+        let n = self.node_index(node)?;
+        Arc::make_mut(&mut self.spec).nodes[n].attributes.pool = pool.to_string();
+        self.bump(n);
+        Ok(())
+    }
+
     fn node_index(&self, node: NodeId) -> Result<usize, ViewError> {
         let n = node.0 as usize;
         if n < self.nodes.len() {

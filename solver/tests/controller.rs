@@ -1486,6 +1486,42 @@ fn an_instance_registering_before_its_launch_report_closes_its_request() {
     assert_eq!(h.c.pool_nodes_by_zone("flex").values().sum::<u32>(), 1);
 }
 
+/// As above, but the driver could not name the early node's pool (the runtime learns an
+/// instance's pool from its launch report): the flex task may not use a node outside the flex
+/// pools, so it waits; the late report names the node's pool and the task runs there, with
+/// nothing more provisioned. (The runtime's `a_spot_interruption_notice…` test hit this once:
+/// its agent registered before the actor stepped the launch report, and the task never ran.)
+#[test]
+fn an_early_node_without_a_pool_joins_the_pool_its_launch_report_names() {
+    let mut cfg = config(QueuePolicy::Berth);
+    cfg.pools = vec![flex_pool(0, 10)];
+    let mut h = H::new(cfg, &ClusterSpec::default());
+    h.submit(0, 1, batch(1, 3000));
+    let p = provisions(&h.step(10_000, Event::Tick));
+    assert_eq!(p.iter().map(|x| x.4).sum::<u32>(), 1, "{p:?}");
+    let (request, _pool, ty, zone, _) = p[0].clone();
+    let instance = InstanceId("i-early".into());
+    let node = Catalog::ec2()
+        .get(&ty)
+        .unwrap()
+        .node_spec(NodeId(1), instance.0.clone(), &zone, "");
+    let out = h.step(
+        10_500,
+        Event::NodeReady {
+            node,
+            instance: Some(instance.clone()),
+        },
+    );
+    assert!(launches(&out).is_empty(), "not a flex pool's node yet");
+    assert_eq!(h.c.pool_nodes_by_zone("flex").values().sum::<u32>(), 0);
+    let out = h.step(10_600, Event::InstanceLaunched { request, instance });
+    assert_eq!(launches(&out).len(), 1, "the task runs on the adopted node");
+    assert_eq!(h.c.pool_nodes_by_zone("flex").values().sum::<u32>(), 1);
+    assert_eq!(h.c.view().node(NodeId(0)).attributes.pool, "flex");
+    assert_eq!(h.c.stats().instances_in_flight, 0, "the request is closed");
+    assert!(provisions(&h.step(20_000, Event::Tick)).is_empty());
+}
+
 /// Two autoscaled pools can both serve the pending work: the first provisions for it, and the
 /// second, seeing that work absorbed by the first pool's in-flight instances, does not (on
 /// that evaluation nor on the next, while the instances boot).

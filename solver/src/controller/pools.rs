@@ -120,6 +120,20 @@ impl Controller {
         self.register_node(id, instance, now_ms);
     }
 
+    /// A live node without a pool becomes one of pool `p`'s (its instance turned out to be
+    /// the pool's): in the view too, so the tiers that may use the pool may use it.
+    fn adopt_into_pool(&mut self, idx: u32, p: usize) {
+        let name = self.pools[p].spec.name.clone();
+        self.view.set_pool(NodeId(idx), &name).expect("known node");
+        self.nodes[idx as usize].pool = Some(p);
+        if !self.nodes[idx as usize].draining {
+            self.pools[p].nodes.insert(idx);
+        }
+        self.nodes_version += 1;
+        self.epoch += 1;
+        self.dirty = true;
+    }
+
     /// Takes a node out of the capacity the scheduler counts (it stays in the view,
     /// unschedulable).
     fn take_out_of_service(&mut self, idx: u32) {
@@ -190,17 +204,24 @@ impl Controller {
         if self.booting.contains_key(&instance) {
             return;
         }
+        let (pool, type_idx, zone_idx) = (prov.pool, prov.type_idx, prov.zone_idx);
         // Registered before this report: the node is in service already; the report only
-        // closes its share of the request (once).
+        // closes its share of the request (once), and names the node's pool when its driver
+        // could not (the runtime learns an instance's pool from this very report).
         let registered = match self.instance_node.get(&instance) {
             Some(&idx) if self.nodes[idx as usize].launch_counted => return,
             Some(&idx) => {
                 self.nodes[idx as usize].launch_counted = true;
+                if self.nodes[idx as usize].pool.is_none() && self.nodes[idx as usize].live {
+                    self.adopt_into_pool(idx, pool);
+                }
                 true
             }
             None => false,
         };
-        let (pool, type_idx, zone_idx) = (prov.pool, prov.type_idx, prov.zone_idx);
+        let Some(prov) = self.provisions.get_mut(&request) else {
+            return;
+        };
         if prov.outstanding > 0 {
             prov.outstanding -= 1;
             dec(&mut self.pools[pool].requested, (type_idx, zone_idx), 1);
