@@ -1455,11 +1455,9 @@ fn agent_ready(instance: &InstanceId, ty: &str, zone: &str) -> Event {
     }
 }
 
-/// The agent of a new instance registers before the driver reports the launch (the runtime's
-/// agent is quicker than the CreateFleet answer): the node joins its pool, and the late launch
-/// report closes the request instead of leaving it open (and counted in flight) until timeout.
-#[test]
-fn an_instance_registering_before_its_launch_report_closes_its_request() {
+/// One flex pool and one pending one-task job: the autoscaler requests one instance; its
+/// request, type and zone.
+fn one_flex_instance_requested() -> (H, RequestId, String, String) {
     let mut cfg = config(QueuePolicy::Berth);
     cfg.pools = vec![flex_pool(0, 10)];
     let mut h = H::new(cfg, &ClusterSpec::default());
@@ -1467,6 +1465,15 @@ fn an_instance_registering_before_its_launch_report_closes_its_request() {
     let p = provisions(&h.step(10_000, Event::Tick));
     assert_eq!(p.iter().map(|x| x.4).sum::<u32>(), 1, "{p:?}");
     let (request, _pool, ty, zone, _) = p[0].clone();
+    (h, request, ty, zone)
+}
+
+/// The agent of a new instance registers before the driver reports the launch (the runtime's
+/// agent is quicker than the CreateFleet answer): the node joins its pool, and the late launch
+/// report closes the request instead of leaving it open (and counted in flight) until timeout.
+#[test]
+fn an_instance_registering_before_its_launch_report_closes_its_request() {
+    let (mut h, request, ty, zone) = one_flex_instance_requested();
     let instance = InstanceId("i-early".into());
     let out = h.step(10_500, agent_ready(&instance, &ty, &zone));
     assert_eq!(launches(&out).len(), 1, "the task runs on the early node");
@@ -1493,13 +1500,7 @@ fn an_instance_registering_before_its_launch_report_closes_its_request() {
 /// its agent registered before the actor stepped the launch report, and the task never ran.)
 #[test]
 fn an_early_node_without_a_pool_joins_the_pool_its_launch_report_names() {
-    let mut cfg = config(QueuePolicy::Berth);
-    cfg.pools = vec![flex_pool(0, 10)];
-    let mut h = H::new(cfg, &ClusterSpec::default());
-    h.submit(0, 1, batch(1, 3000));
-    let p = provisions(&h.step(10_000, Event::Tick));
-    assert_eq!(p.iter().map(|x| x.4).sum::<u32>(), 1, "{p:?}");
-    let (request, _pool, ty, zone, _) = p[0].clone();
+    let (mut h, request, ty, zone) = one_flex_instance_requested();
     let instance = InstanceId("i-early".into());
     let node = Catalog::ec2()
         .get(&ty)
