@@ -341,13 +341,8 @@ pub struct Controller {
     pub(crate) scratch_placer: Placer,
     /// The nodes in service with nothing placed, as of a nodes version ("can it ever fit").
     pub(crate) empty_view: Option<(u64, ClusterView)>,
-    /// `ClusterView::tasks_that_fit` of the live view per shape (scalar resources, GPU kind
-    /// and amount): (view change count, the `enough` asked, the answer). Many queued jobs
-    /// share a shape; between two changes of the view one count answers them all.
-    pub(crate) fit_cache: BTreeMap<FitKey, (u64, u64, u64)>,
-    /// Shapes that fit no node as of a view change count (at most a few, none larger than
-    /// another): a larger shape then fits nowhere either, without a count over the nodes.
-    pub(crate) fit_none: (u64, Vec<FitKey>),
+    /// `ClusterView::tasks_that_fit` answers on the live view, kept between its changes.
+    pub(crate) fit_counts: schedule::FitCounts,
     pub(crate) dirty: bool,
     pub(crate) timers: BTreeSet<(u64, Timer)>,
     pub(crate) pass_at: Option<u64>,
@@ -456,8 +451,7 @@ impl Controller {
             reservation: None,
             scratch_placer: schedule::scratch_placer(&config.effective_policy()),
             empty_view: None,
-            fit_cache: BTreeMap::new(),
-            fit_none: (u64::MAX, Vec::new()),
+            fit_counts: schedule::FitCounts::default(),
             dirty: false,
             timers: BTreeSet::new(),
             pass_at: None,

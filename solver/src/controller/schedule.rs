@@ -9,13 +9,14 @@
 //! - the Berth queue examines at most [`super::ControllerConfig::lookahead_jobs_max`] jobs per
 //!   capacity group past blocked ones, EASY as many backfill candidates behind the head.
 
-use super::{Command, Controller, QueuePolicy, SlotState, TaskRec, Timer};
+use super::{Command, Controller, FitKey, QueuePolicy, SlotState, TaskRec, Timer};
 use crate::ids::{JobId, NodeId, TaskId};
 use crate::job::TaskState;
 use crate::place::{Placer, ScorerKind, WeightedScorer};
 use crate::plan::{Assignment, ReasonCounts, TaskRequest};
-use crate::resources::{Resources, TaskShape, GPU_MILLI_PER_DEVICE};
+use crate::resources::{GpuDemand, Resources, TaskShape, GPU_MILLI_PER_DEVICE};
 use crate::view::ClusterView;
+use std::collections::BTreeMap;
 use std::ops::Bound::{Excluded, Unbounded};
 
 /// What one placement try for a job gave.
@@ -90,7 +91,7 @@ impl Controller {
         let (n, need, gpu_milli) = j.smallest_start();
         if j.reported_blocked
             && (!self.view.may_hold(&need, gpu_milli)
-                || self.live_tasks_that_fit(&j.spec.task.clone(), n) < n)
+                || self.fit_counts.count(&self.view, &j.spec.task, n) < n)
         {
             tried.blocked = true;
             return tried;
@@ -136,45 +137,6 @@ impl Controller {
             }
         }
         tried
-    }
-
-    /// [`ClusterView::tasks_that_fit`] of the job's task shape on the live view, up to
-    /// `enough`, from [`Controller::fit_cache`] when the view has not changed since.
-    fn live_tasks_that_fit(&mut self, shape: &TaskShape, enough: u64) -> u64 {
-        let gpu = match shape.gpu {
-            crate::resources::GpuDemand::None => (0, 0),
-            crate::resources::GpuDemand::Whole(k) => (1, u16::from(k)),
-            crate::resources::GpuDemand::Milli(m) => (2, m),
-        };
-        let key = (shape.resources.as_array(), gpu.0, gpu.1);
-        let changes = self.view.change_count();
-        // A shape at least as large as one that fits nowhere fits nowhere either.
-        if self.fit_none.0 == changes && self.fit_none.1.iter().any(|t| fit_key_le(t, &key)) {
-            return 0;
-        }
-        if let Some(&(at, asked, count)) = self.fit_cache.get(&key) {
-            // Below what was asked the count is exact; at or above it, it says "at least
-            // `asked`", which answers any `enough` up to `asked`.
-            if at == changes && (count < asked || enough <= asked) {
-                return count;
-            }
-        }
-        let count = self.view.tasks_that_fit(shape, enough);
-        if self.fit_cache.len() >= 4096 {
-            self.fit_cache.clear();
-        }
-        self.fit_cache.insert(key, (changes, enough, count));
-        if count == 0 {
-            let none = &mut self.fit_none;
-            if none.0 != changes {
-                *none = (changes, Vec::new());
-            }
-            none.1.retain(|t| !fit_key_le(&key, t));
-            if none.1.len() < FIT_NONE_MAX {
-                none.1.push(key);
-            }
-        }
-        count
     }
 
     /// Takes back assignments applied by [`Controller::try_place`] and not committed.
@@ -638,13 +600,73 @@ impl Controller {
     }
 }
 
-/// Shapes remembered as fitting nowhere, per view change ([`Controller::fit_none`]).
+/// Shapes remembered as fitting nowhere, per view change ([`FitCounts::none`]).
 const FIT_NONE_MAX: usize = 16;
+
+/// Counts of [`ClusterView::tasks_that_fit`] on the controller's live view, kept between two
+/// changes of it (many queued jobs share a shape, or are larger than one that fits nowhere).
+#[derive(Clone, Debug)]
+pub(crate) struct FitCounts {
+    /// Per shape (scalar resources, GPU kind and amount): (view change count, the `enough`
+    /// asked, the answer).
+    counts: BTreeMap<FitKey, (u64, u64, u64)>,
+    /// Shapes that fit no node as of a view change count (at most [`FIT_NONE_MAX`], none
+    /// larger than another): a larger shape then fits nowhere either, without a count.
+    none: (u64, Vec<FitKey>),
+}
+
+impl Default for FitCounts {
+    fn default() -> Self {
+        FitCounts {
+            counts: BTreeMap::new(),
+            none: (u64::MAX, Vec::new()),
+        }
+    }
+}
+
+impl FitCounts {
+    /// `view.tasks_that_fit(shape, enough)`, without counting when an answer kept since the
+    /// view's last change gives it.
+    pub(crate) fn count(&mut self, view: &ClusterView, shape: &TaskShape, enough: u64) -> u64 {
+        let gpu = match shape.gpu {
+            GpuDemand::None => (0, 0),
+            GpuDemand::Whole(k) => (1, u16::from(k)),
+            GpuDemand::Milli(m) => (2, m),
+        };
+        let key = (shape.resources.as_array(), gpu.0, gpu.1);
+        let changes = view.change_count();
+        if self.none.0 == changes && self.none.1.iter().any(|t| fit_key_le(t, &key)) {
+            return 0;
+        }
+        if let Some(&(at, asked, count)) = self.counts.get(&key) {
+            // Below what was asked the count is exact; at or above it, it says "at least
+            // `asked`", which answers any `enough` up to `asked`.
+            if at == changes && (count < asked || enough <= asked) {
+                return count;
+            }
+        }
+        let count = view.tasks_that_fit(shape, enough);
+        if self.counts.len() >= 4096 {
+            self.counts.clear();
+        }
+        self.counts.insert(key, (changes, enough, count));
+        if count == 0 {
+            if self.none.0 != changes {
+                self.none = (changes, Vec::new());
+            }
+            self.none.1.retain(|t| !fit_key_le(&key, t));
+            if self.none.1.len() < FIT_NONE_MAX {
+                self.none.1.push(key);
+            }
+        }
+        count
+    }
+}
 
 /// Whether every node that can take a task of shape `b` can take one of `a`: `a` asks no more
 /// of any scalar dimension, and no GPU, or the same kind of GPU demand and no more of it (a
 /// device with `m` milli free has `m' <= m` free too; `w' <= w` whole devices are among `w`).
-fn fit_key_le(a: &super::FitKey, b: &super::FitKey) -> bool {
+fn fit_key_le(a: &FitKey, b: &FitKey) -> bool {
     let scalars = (0..4).all(|d| a.0[d] <= b.0[d]);
     let gpu = a.1 == 0 || (a.1 == b.1 && a.2 <= b.2);
     scalars && gpu
