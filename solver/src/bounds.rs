@@ -23,7 +23,7 @@
 //! [`LowerBound::tasks_unhostable`].
 
 use crate::catalog::InstanceType;
-use crate::cluster::{ClusterSpec, NodeGpus};
+use crate::cluster::{ClusterSpec, NodeGpus, NodeSpec};
 use crate::ids::NodeId;
 use crate::plan::TaskRequest;
 use crate::resources::{GpuDemand, Resources, TaskShape, GPU_MILLI_PER_DEVICE};
@@ -68,8 +68,13 @@ impl NodeKind {
     /// The distinct kinds of a cluster's nodes (same capacity and GPUs), with `count_max` the
     /// number of such nodes, in order of first appearance.
     pub fn kinds_of_cluster(cluster: &ClusterSpec) -> Vec<NodeKind> {
+        Self::kinds_of(&cluster.nodes)
+    }
+
+    /// The distinct kinds of `nodes`, as [`NodeKind::kinds_of_cluster`].
+    pub fn kinds_of<'a>(nodes: impl IntoIterator<Item = &'a NodeSpec>) -> Vec<NodeKind> {
         let mut kinds: Vec<NodeKind> = Vec::new();
-        for n in &cluster.nodes {
+        for n in nodes {
             match kinds
                 .iter_mut()
                 .find(|k| k.capacity == n.capacity && k.gpus == n.gpus)
@@ -371,17 +376,7 @@ pub fn opened_lower_bound(view: &ClusterView, tasks: &[TaskRequest]) -> u64 {
     if tasks.is_empty() || empty.is_empty() {
         return 0;
     }
-    let mut kinds: Vec<NodeKind> = Vec::new();
-    for &n in &empty {
-        let spec = view.node(n);
-        match kinds
-            .iter_mut()
-            .find(|k| k.capacity == spec.capacity && k.gpus == spec.gpus)
-        {
-            Some(k) => k.count_max = Some(k.count_max.unwrap_or(0) + 1),
-            None => kinds.push(NodeKind::new(spec.capacity, spec.gpus.clone()).with_count_max(1)),
-        }
-    }
+    let kinds = NodeKind::kinds_of(empty.iter().map(|&n| view.node(n)));
     // The batch by shape, in order of first appearance.
     let mut shapes: Vec<(TaskShape, u64)> = Vec::new();
     for t in tasks {
@@ -599,7 +594,7 @@ mod tests {
     }
 
     fn cluster(nodes: &[(u64, u64, u8)]) -> ClusterView {
-        use crate::cluster::{NodeAttributes, NodeSpec};
+        use crate::cluster::NodeAttributes;
         let specs: Vec<NodeSpec> = nodes
             .iter()
             .enumerate()
@@ -769,7 +764,7 @@ mod tests {
 
     #[test]
     fn kinds_of_cluster_group_identical_nodes() {
-        use crate::cluster::{NodeAttributes, NodeSpec};
+        use crate::cluster::NodeAttributes;
         use crate::ids::NodeId;
         let node = |cpu: u64| NodeSpec {
             id: NodeId(0),
