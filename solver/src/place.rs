@@ -1124,35 +1124,23 @@ impl Placer {
             for &c in &cands {
                 self.select(view, &request, &mut select, c, rng);
             }
-            // Kept for the next identical request when the node chosen fills up.
-            match &select.best {
-                Some(best) if self.best_fit_only && job_independent(&request) => {
-                    let mut last = self.last.take().unwrap_or_else(|| LastDecision {
-                        job: task.job,
-                        tier: task.tier,
-                        shape: task.shape.clone(),
-                        constraints: task.constraints.clone(),
-                        version: 0,
-                        chosen: 0,
-                        chosen_successor: None,
-                        cands: Vec::new(),
-                        refusals: Refusals::default(),
-                    });
-                    if !last.is_for(task) {
-                        last.job = task.job;
-                        last.tier = task.tier;
-                        last.shape = task.shape.clone();
-                        last.constraints = task.constraints.clone();
-                    }
-                    last.version = view.last_version();
-                    last.chosen = best.node;
-                    last.chosen_successor = classes.next_member(best.node as usize);
-                    // The candidates move there; the buffer comes back from the old ones.
-                    std::mem::swap(&mut last.cands, &mut cands);
-                    last.refusals = std::mem::take(&mut refusals);
-                    self.last = Some(last);
-                }
-                _ => self.last = None,
+            // Kept for the next identical request when the node chosen fills up. The
+            // candidates move there; the buffer comes back from the last ones.
+            let kept = self.last.take().map(|l| l.cands);
+            let followable = self.best_fit_only && job_independent(&request);
+            if let Some(best) = select.best.as_ref().filter(|_| followable) {
+                let buffer = kept.unwrap_or_default();
+                self.last = Some(LastDecision {
+                    job: task.job,
+                    tier: task.tier,
+                    shape: task.shape.clone(),
+                    constraints: task.constraints.clone(),
+                    version: view.last_version(),
+                    chosen: best.node,
+                    chosen_successor: classes.next_member(best.node as usize),
+                    cands: std::mem::replace(&mut cands, buffer),
+                    refusals: std::mem::take(&mut refusals),
+                });
             }
             self.classes = Some(classes);
             self.cands = cands;

@@ -483,16 +483,15 @@ impl ClusterView {
             if (0..ask.len()).any(|d| free[d] < ask[d]) {
                 continue;
             }
-            // Asked for at most one: this node answers it (its own count may be higher).
-            let mut k = 1;
-            if enough > 1 {
-                k = u64::MAX;
-                for d in 0..ask.len() {
-                    if let Some(q) = free[d].checked_div(ask[d]) {
-                        k = k.min(q);
-                    }
-                }
-            }
+            // Asked for at most one, this node answers it (its own count may be higher).
+            let mut k = if enough > 1 {
+                (0..ask.len())
+                    .filter_map(|d| free[d].checked_div(ask[d]))
+                    .min()
+                    .unwrap_or(u64::MAX)
+            } else {
+                1
+            };
             let devices =
                 &self.gpu_free[self.gpu_offset[n] as usize..self.gpu_offset[n + 1] as usize];
             match shape.gpu {
