@@ -209,6 +209,22 @@ impl PendingBlock {
         self.slot0 + (task.0 - self.base) as u32
     }
 
+    /// The record `task` (one of the block's, of `job`) would have had in `Metrics::live`
+    /// while pending.
+    fn live(&self, job: JobId, task: TaskId) -> Live {
+        Live {
+            accepted_ms: self.accepted_ms,
+            started_ms: None,
+            job,
+            slot: self.slot_of(task),
+            attempt: 0,
+            placed: false,
+            node: None,
+            pending_pool: Some(self.pending_pool),
+            used_pool: None,
+        }
+    }
+
     /// The tasks still pending, in id order.
     fn pending(&self) -> impl Iterator<Item = TaskId> + '_ {
         (self.next..self.end)
@@ -707,20 +723,16 @@ impl Metrics {
             return false;
         };
         b.take(r.task);
-        let (accepted_ms, pool) = (b.accepted_ms, b.pending_pool);
+        let pending = b.live(r.job, r.task);
+        let pool = b.pending_pool;
         self.count_pending(pool, false);
         self.live.insert(
             r.task,
             Live {
-                accepted_ms,
-                started_ms: None,
-                job: r.job,
-                slot: r.slot,
-                attempt: r.attempt,
                 placed: true,
                 node: r.node,
                 pending_pool: None,
-                used_pool: None,
+                ..pending
             },
         );
         true
@@ -953,24 +965,7 @@ pub(crate) fn finish(e: &mut Engine<'_>, source: &str) -> Result<SimReport, SimE
         let implicit: Vec<(TaskId, Live)> = m
             .pending_blocks
             .iter()
-            .flat_map(|(&job, b)| {
-                b.pending().map(move |t| {
-                    (
-                        t,
-                        Live {
-                            accepted_ms: b.accepted_ms,
-                            started_ms: None,
-                            job,
-                            slot: b.slot_of(t),
-                            attempt: 0,
-                            placed: false,
-                            node: None,
-                            pending_pool: Some(b.pending_pool),
-                            used_pool: None,
-                        },
-                    )
-                })
-            })
+            .flat_map(|(&job, b)| b.pending().map(move |t| (t, b.live(job, t))))
             .collect();
         let mut open: Vec<(&TaskId, &Live)> = m
             .live
