@@ -204,7 +204,6 @@ impl Controller {
         if self.booting.contains_key(&instance) {
             return;
         }
-        let (pool, type_idx, zone_idx) = (prov.pool, prov.type_idx, prov.zone_idx);
         // Registered before this report: the node is in service already; the report only
         // closes its share of the request (once), and names the node's pool when its driver
         // could not (the runtime learns an instance's pool from this very report).
@@ -212,16 +211,11 @@ impl Controller {
             Some(&idx) if self.nodes[idx as usize].launch_counted => return,
             Some(&idx) => {
                 self.nodes[idx as usize].launch_counted = true;
-                if self.nodes[idx as usize].pool.is_none() && self.nodes[idx as usize].live {
-                    self.adopt_into_pool(idx, pool);
-                }
-                true
+                Some(idx)
             }
-            None => false,
+            None => None,
         };
-        let Some(prov) = self.provisions.get_mut(&request) else {
-            return;
-        };
+        let (pool, type_idx, zone_idx) = (prov.pool, prov.type_idx, prov.zone_idx);
         if prov.outstanding > 0 {
             prov.outstanding -= 1;
             dec(&mut self.pools[pool].requested, (type_idx, zone_idx), 1);
@@ -229,7 +223,11 @@ impl Controller {
         if prov.outstanding == 0 {
             self.provisions.remove(&request);
         }
-        if registered {
+        if let Some(idx) = registered {
+            let n = &self.nodes[idx as usize];
+            if n.pool.is_none() && n.live {
+                self.adopt_into_pool(idx, pool);
+            }
             return;
         }
         let p = &mut self.pools[pool];
